@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The one CI script: .ci/run (local/agent CI) and .github/workflows/ci.yml both call these
+# steps, so the two cannot drift apart. Run from anywhere; it works in the repository root.
+#
+#   bash .ci/check.sh install              create .venv if missing, pip install -e ".[dev]"
+#   bash .ci/check.sh lint                 ruff + GitHub workflow schema check
+#   bash .ci/check.sh test                 `make test` (the README's test command)
+#   bash .ci/check.sh pipeline             dvc repro with the committed params, then the gate
+#   bash .ci/check.sh metrics-diff REV     markdown table of `dvc metrics diff REV`
+#   bash .ci/check.sh all                  install, lint, test, pipeline
+#
+# Progress banners go to stderr, so `metrics-diff REV > file.md` captures only the markdown.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+VENV="$ROOT/.venv"
+PYTHON="${PYTHON:-python3}"          # interpreter used to create .venv when it is missing
+# The steps `all` runs, in order; the GitHub workflow calls the same steps in the same order
+# (tests/test_ci_files.py checks that).
+ALL_STEPS=(install lint test pipeline)
+
+# DVC stage commands (`python src/stages/...`) must find the venv's python, not the system one.
+export PATH="$VENV/bin:$PATH"
+export DVC_NO_ANALYTICS=1             # no usage analytics from DVC
+export DVC_STUDIO_OFFLINE=1           # never push live metrics to DVC Studio
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_NO_INPUT=1
+export GIT_TERMINAL_PROMPT=0
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "check.sh: error: $*"; exit 1; }
+
+usage() {
+    sed -n '5,10s/^#   //p' "${BASH_SOURCE[0]}" >&2
+    exit 2
+}
+
+need_venv() {
+    [[ -x "$VENV/bin/python" ]] || die ".venv is missing; run 'bash .ci/check.sh install' first"
+}
+
+step_install() {
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        command -v "$PYTHON" >/dev/null 2>&1 \
+            || die "'$PYTHON' not found; install Python >= 3.11 or set PYTHON=/path/to/python3.11"
+        "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+            || die "$("$PYTHON" --version 2>&1) is too old; this project needs Python >= 3.11 (set PYTHON=...)"
+        say "creating .venv with $("$PYTHON" --version 2>&1)"
+        "$PYTHON" -m venv "$VENV" \
+            || die "'$PYTHON -m venv' failed; on Debian/Ubuntu install python3-venv"
+    fi
+    "$VENV/bin/python" -m pip install --quiet --progress-bar off -e ".[dev]"
+    "$VENV/bin/python" -c 'import cifar10_mlops' \
+        || die "cifar10_mlops does not import after install"
+}
+
+step_lint() {
+    need_venv
+    local targets=() d
+    for d in src tests benchmarks; do
+        if [[ -d "$d" ]]; then targets+=("$d"); fi
+    done
+    "$VENV/bin/ruff" check "${targets[@]}"
+
+    local workflows=()
+    shopt -s nullglob
+    workflows=(.github/workflows/*.yml .github/workflows/*.yaml)
+    shopt -u nullglob
+    ((${#workflows[@]})) || die "no workflow files under .github/workflows/"
+    "$VENV/bin/check-jsonschema" --builtin-schema vendor.github-workflows "${workflows[@]}"
+}
+
+step_test() {
+    local log rc
+    command -v make >/dev/null 2>&1 \
+        || die "'make' not found; install it (Debian/Ubuntu: apt-get install -y make) or use .ci/run"
+    log="$(mktemp)"
+    # `make test` is the README's test command: it sets up .venv itself and runs the whole
+    # pytest suite, slow tests included.
+    set +e
+    make test 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    # pytest exits 5 when it collected no tests. make turns that into "*** [...] Error 5" and
+    # exit 2; a recipe that swallowed the code still leaves pytest's "no tests ran" summary
+    # as the last line.
+    if grep -Eq '^make(\[[0-9]+\])?: \*\*\* .*Error 5$' "$log" \
+        || sed '/^[[:space:]]*$/d' "$log" | tail -n 1 | grep -Eq '^=*[[:space:]]*no tests ran'; then
+        rm -f "$log"
+        die "pytest collected no tests (exit code 5); check testpaths in pyproject.toml, any -k/-m filter in the Makefile's test target, and that tests/test_*.py exist"
+    fi
+    rm -f "$log"
+    ((rc == 0)) || die "'make test' failed (exit $rc)"
+}
+
+step_pipeline() {
+    need_venv
+    [[ -f dvc.yaml ]] || die "dvc.yaml not found in $ROOT"
+    if git rev-parse -q --verify HEAD >/dev/null 2>&1 \
+        && ! git diff --quiet HEAD -- params.yaml 2>/dev/null; then
+        say "check.sh: warning: params.yaml differs from the committed version; running with it anyway"
+    fi
+    "$VENV/bin/dvc" repro
+    "$VENV/bin/cifar10-mlops" gate --metrics reports/metrics.json --baseline .ci/baseline.json
+}
+
+step_metrics_diff() {
+    local base="${1:-}" diff
+    [[ -n "$base" ]] || die "usage: bash .ci/check.sh metrics-diff BASE_REV (e.g. origin/main)"
+    need_venv
+    git rev-parse -q --verify "$base^{commit}" >/dev/null \
+        || die "'$base' is not a known git revision; fetch it first (actions/checkout needs fetch-depth: 0)"
+    diff="$("$VENV/bin/dvc" metrics diff "$base" --md)"
+    printf '### DVC metrics: `%s` vs this change\n\n' "$base"
+    if [[ -n "$diff" ]]; then
+        printf '%s\n' "$diff"
+    else
+        printf 'No metric changed.\n'
+    fi
+}
+
+run_step() {
+    local name="$1" start=$SECONDS fn
+    shift
+    fn="step_${name//-/_}"
+    say "==> [check] $name"
+    "$fn" "$@"
+    say "<== [check] $name OK ($((SECONDS - start))s)"
+}
+
+main() {
+    (($#)) || usage
+    local cmd="$1"
+    shift
+    case "$cmd" in
+        install | lint | test | pipeline)
+            (($# == 0)) || die "'$cmd' takes no arguments"
+            run_step "$cmd"
+            ;;
+        metrics-diff)
+            (($# == 1)) || die "usage: bash .ci/check.sh metrics-diff BASE_REV (e.g. origin/main)"
+            run_step metrics-diff "$1"
+            ;;
+        all)
+            (($# == 0)) || die "'all' takes no arguments"
+            local start=$SECONDS step
+            for step in "${ALL_STEPS[@]}"; do
+                run_step "$step"
+            done
+            say "==> [check] all steps passed ($((SECONDS - start))s)"
+            ;;
+        -h | --help | help) usage ;;
+        *)
+            say "check.sh: unknown step '$cmd'"
+            usage
+            ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,170 @@
+"""From the Kaggle layout (train.7z + trainLabels.csv) to uint8 arrays and a stratified split.
+
+The arrays stay uint8 (N, 32, 32, 3): 150 MB for the full 50,000 images. Normalisation and
+resizing happen inside the model, so no float32 or resized copy of the data set ever exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cifar10_mlops.archives import read_train_7z
+from cifar10_mlops.atomic import atomic_path
+from cifar10_mlops.config import CLASS_NAMES, IMAGE_SHAPE
+from cifar10_mlops.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    images: np.ndarray  # uint8 (N, 32, 32, 3)
+    labels: np.ndarray  # int64 (N,), index into class_names
+    ids: np.ndarray  # int64 (N,), the Kaggle image ids
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+
+def read_labels_csv(path: Path) -> dict[int, int]:
+    """trainLabels.csv -> {image id: class index}, with every row checked."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: labels file not found; it must sit beside train.7z") from None
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path}: not UTF-8 text; expected a CSV with header id,label") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        raise PipelineError(f"{path}: empty file; expected a CSV with header id,label")
+    header = [cell.strip() for cell in rows[0]]
+    if header != ["id", "label"]:
+        raise PipelineError(f"{path}: header is {','.join(header)!r}; expected 'id,label'")
+    class_index = {name: index for index, name in enumerate(CLASS_NAMES)}
+    labels: dict[int, int] = {}
+    for line_number, row in enumerate(rows[1:], start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != 2:
+            raise PipelineError(f"{path}: line {line_number} has {len(row)} fields; expected id,label")
+        raw_id, name = row[0].strip(), row[1].strip()
+        if not raw_id.isdigit() or int(raw_id) < 1:
+            raise PipelineError(f"{path}: line {line_number}: id {raw_id!r} is not a positive integer")
+        if name not in class_index:
+            raise PipelineError(
+                f"{path}: line {line_number}: unknown class name {name!r}; "
+                f"expected one of {', '.join(CLASS_NAMES)}"
+            )
+        image_id = int(raw_id)
+        if image_id in labels:
+            raise PipelineError(f"{path}: line {line_number}: duplicate id {image_id}; keep one row per image")
+        labels[image_id] = class_index[name]
+    if not labels:
+        raise PipelineError(f"{path}: has a header but no label rows")
+    return labels
+
+
+def decode_png(png: bytes, where: str) -> np.ndarray:
+    """One member's bytes -> uint8 (32, 32, 3). PNG only, 32x32 only.
+
+    Grayscale, palette and RGBA PNGs of the right size are converted to RGB (alpha dropped):
+    they are valid pictures of the same scene, and refusing them would help nobody.
+    """
+    try:
+        with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
+            image.load()
+            if image.size != IMAGE_SHAPE[:2]:
+                raise PipelineError(
+                    f"{where}: image is {image.size[0]}x{image.size[1]}; CIFAR-10 images are 32x32"
+                )
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            return np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise PipelineError(f"{where}: not a readable PNG image; replace or remove it") from None
+
+
+def load_kaggle_layout(archive: Path, labels_csv: Path) -> LabelledImages:
+    labels_by_id = read_labels_csv(labels_csv)
+    decoded: dict[int, np.ndarray] = {}
+
+    def on_member(image_id: int, png: bytes) -> None:
+        decoded[image_id] = decode_png(png, f"{archive}: member 'train/{image_id}.png'")
+
+    read_train_7z(archive, on_member)
+    unlabelled = sorted(set(decoded) - set(labels_by_id))
+    if unlabelled:
+        raise PipelineError(
+            f"{labels_csv}: no label row for image 'train/{unlabelled[0]}.png' "
+            f"({len(unlabelled)} unlabelled); add the rows or remove the images"
+        )
+    missing = sorted(set(labels_by_id) - set(decoded))
+    if missing:
+        raise PipelineError(
+            f"{archive}: no image 'train/{missing[0]}.png' for the label row with id {missing[0]} "
+            f"({len(missing)} missing); the archive is incomplete"
+        )
+    ids = np.array(sorted(decoded), dtype=np.int64)
+    images = np.empty((len(ids), *IMAGE_SHAPE), dtype=np.uint8)
+    for row, image_id in enumerate(ids):
+        images[row] = decoded.pop(int(image_id))
+    labels = np.array([labels_by_id[int(i)] for i in ids], dtype=np.int64)
+    return LabelledImages(images=images, labels=labels, ids=ids)
+
+
+def stratified_split(
+    data: LabelledImages, test_size: float, seed: int, key: str = "split.test_size"
+) -> tuple[LabelledImages, LabelledImages]:
+    """Seeded, stratified split: each class keeps its share in both halves."""
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(data.labels, minlength=len(data.class_names))
+    present = np.flatnonzero(counts)
+    smallest = int(present[counts[present].argmin()])
+    n_test = int(np.ceil(test_size * len(data.labels)))
+    n_train = len(data.labels) - n_test
+    # sklearn needs two images per class and at least one per class on each side.
+    if counts[smallest] < 2 or min(n_test, n_train) < len(present):
+        raise PipelineError(
+            f"{key}={test_size}: class '{data.class_names[smallest]}' has "
+            f"{counts[smallest]} image(s) of {len(data.labels)}, too few for a stratified split; "
+            f"add images or change {key}"
+        )
+    index = np.arange(len(data.labels))
+    train_index, test_index = train_test_split(
+        index, test_size=test_size, random_state=seed, stratify=data.labels
+    )
+    train_index.sort()
+    test_index.sort()
+    return _subset(data, train_index), _subset(data, test_index)
+
+
+def _subset(data: LabelledImages, index: np.ndarray) -> LabelledImages:
+    return LabelledImages(
+        images=data.images[index], labels=data.labels[index], ids=data.ids[index],
+        class_names=data.class_names,
+    )
+
+
+def save_npz(data: LabelledImages, path: Path) -> None:
+    """Uncompressed npz (PNG-like pixels barely compress, and loading stays a memcpy)."""
+    with atomic_path(path) as tmp:
+        np.savez(
+            tmp, images=data.images, labels=data.labels, ids=data.ids,
+            class_names=np.array(data.class_names),
+        )
+
+
+def load_npz(path: Path) -> LabelledImages:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return LabelledImages(
+                images=npz["images"], labels=npz["labels"], ids=npz["ids"],
+                class_names=tuple(str(name) for name in npz["class_names"]),
+            )
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run `dvc repro` to rebuild it") from None
+    except (KeyError, ValueError, OSError) as exc:
+        raise PipelineError(f"{path}: unreadable ({exc}); run `dvc repro -f preprocess`") from None

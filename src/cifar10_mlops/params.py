@@ -1,0 +1,128 @@
+"""params.yaml: one validated schema, so a typo or a bad value fails before any work starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cifar10_mlops.errors import PipelineError
+
+
+class _Strict(BaseModel):
+    # Unknown keys are an error: a misspelt key must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticParams(_Strict):
+    count: Annotated[int, Field(ge=20, le=1_000_000)] = 4000
+    seed: int = 0
+
+
+class DataParams(_Strict):
+    source: Literal["synthetic", "kaggle", "cifar10", "local"] = "synthetic"
+    path: str | None = None
+    synthetic: SyntheticParams = SyntheticParams()
+
+
+class SplitParams(_Strict):
+    test_size: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    seed: int = 42
+
+
+class ModelParams(_Strict):
+    backbone: Literal["resnet50", "vgg16"] = "resnet50"
+    # none | imagenet | path to a weights file (.weights.h5 / .h5) for the backbone
+    weights: str = "none"
+    input_size: Annotated[int, Field(ge=32, le=512)] = 32
+    head: Literal["gap_dense", "upsample_dense", "residual_sepconv"] = "gap_dense"
+    freeze_backbone: bool = False
+    dense_units: Annotated[int, Field(ge=1, le=8192)] = 256
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.3
+    augment: bool = True
+
+    @field_validator("weights")
+    @classmethod
+    def _weights_choice(cls, value: str) -> str:
+        if value in ("none", "imagenet") or value.endswith(".h5"):
+            return value
+        raise ValueError("must be 'none', 'imagenet' or a path to a .weights.h5/.h5 file")
+
+
+class TrainParams(_Strict):
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 8
+    batch_size: Annotated[int, Field(ge=1, le=65_536)] = 64
+    optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    early_stopping_patience: Annotated[int, Field(ge=0)] = 4
+    reduce_lr_patience: Annotated[int, Field(ge=0)] = 2
+    seed: int = 42
+
+
+class EvaluateParams(_Strict):
+    misclassified_grid: Annotated[int, Field(ge=0, le=400)] = 36
+
+
+class MlflowParams(_Strict):
+    experiment: Annotated[str, Field(min_length=1)] = "cifar10-mlops"
+
+
+class Params(_Strict):
+    data: DataParams = DataParams()
+    split: SplitParams = SplitParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    mlflow: MlflowParams = MlflowParams()
+
+
+def _describe(error: dict[str, Any], source: Path) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{key}'; remove it or fix its spelling"
+    value = error.get("input")
+    return f"{source}: key '{key}' = {value!r}: {error['msg']}; fix the value"
+
+
+def parse_params(raw: Any, source: Path) -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{source}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        # One line: the first problem; the rest come back after it is fixed.
+        raise PipelineError(_describe(exc.errors()[0], source)) from None
+
+
+def load_params(path: Path) -> Params:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: params file not found; run from the repository root") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise PipelineError(f"{path}:{where} is not valid YAML; fix the syntax") from None
+    return parse_params(raw, Path(path))
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """{'train.epochs': 8, ...}: the form MLflow logs and `dvc exp run -S` uses."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            flat[prefix] = node
+
+    walk("", params.model_dump())
+    return flat

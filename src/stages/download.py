@@ -1,0 +1,17 @@
+"""DVC stage `download`: fetch (or generate) train.7z + trainLabels.csv into data/raw."""
+
+from cifar10_mlops import config
+from cifar10_mlops.acquire import acquire
+from cifar10_mlops.errors import report_errors
+from cifar10_mlops.params import load_params
+
+
+@report_errors
+def main() -> None:
+    params = load_params(config.PARAMS_FILE)
+    acquire(params.data, config.RAW_DIR)
+    print(f"download: {params.data.source} data ready in {config.RAW_DIR}")
+
+
+if __name__ == "__main__":
+    main()

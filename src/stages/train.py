@@ -1,0 +1,29 @@
+"""DVC stage `train`: open the pipeline's MLflow run, train, write models/model.keras and
+reports/history.csv."""
+
+from cifar10_mlops import config, tracking
+from cifar10_mlops.dataset import load_npz
+from cifar10_mlops.errors import report_errors
+from cifar10_mlops.params import load_params
+from cifar10_mlops.training import train_model
+
+
+@report_errors
+def main() -> None:
+    params = load_params(config.PARAMS_FILE)
+    train_data = load_npz(config.TRAIN_NPZ)
+    version = tracking.data_version([config.TRAIN_NPZ, config.TEST_NPZ])
+    tracking.start_pipeline_run(params, version, config.RUN_INFO_JSON)
+    try:
+        outcome = train_model(
+            params, train_data, config.MODEL_FILE, config.HISTORY_CSV, config.TRAINING_STATE_DIR
+        )
+    except BaseException as exc:
+        tracking.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracking.end_run()
+    print(f"train: {outcome.epochs_run} epochs, best epoch {outcome.best_epoch + 1} by {outcome.monitor}")
+
+
+if __name__ == "__main__":
+    main()
