@@ -2,10 +2,10 @@
 # The one CI script: .ci/run (local/agent CI) and .github/workflows/ci.yml both call these
 # steps, so the two cannot drift apart. Run from anywhere; it works in the repository root.
 #
-#   bash .ci/check.sh install              create .venv if missing, pip install -e ".[dev]"
+#   bash .ci/check.sh install              `make install`: .venv + pip install -e ".[dev]"
 #   bash .ci/check.sh lint                 ruff + GitHub workflow schema check
 #   bash .ci/check.sh test                 `make test` (the README's test command)
-#   bash .ci/check.sh pipeline             dvc repro with the committed params, then the gate
+#   bash .ci/check.sh pipeline             `make repro` (committed params), then the gate
 #   bash .ci/check.sh metrics-diff REV     markdown table of `dvc metrics diff REV`
 #   bash .ci/check.sh all                  install, lint, test, pipeline
 #
@@ -42,16 +42,12 @@ need_venv() {
 }
 
 step_install() {
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        command -v "$PYTHON" >/dev/null 2>&1 \
-            || die "'$PYTHON' not found; install Python >= 3.11 or set PYTHON=/path/to/python3.11"
-        "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-            || die "$("$PYTHON" --version 2>&1) is too old; this project needs Python >= 3.11 (set PYTHON=...)"
-        say "creating .venv with $("$PYTHON" --version 2>&1)"
-        "$PYTHON" -m venv "$VENV" \
-            || die "'$PYTHON -m venv' failed; on Debian/Ubuntu install python3-venv"
-    fi
-    "$VENV/bin/python" -m pip install --quiet --progress-bar off -e ".[dev]"
+    command -v "$PYTHON" >/dev/null 2>&1 \
+        || die "'$PYTHON' not found; install Python >= 3.11 or set PYTHON=/path/to/python3.11"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+        || die "$("$PYTHON" --version 2>&1) is too old; this project needs Python >= 3.11 (set PYTHON=...)"
+    # The Makefile's install target is what the README's commands use: one way to set up.
+    make install PYTHON="$PYTHON"
     "$VENV/bin/python" -c 'import cifar10_mlops' \
         || die "cifar10_mlops does not import after install"
 }
@@ -102,7 +98,8 @@ step_pipeline() {
         && ! git diff --quiet HEAD -- params.yaml 2>/dev/null; then
         say "check.sh: warning: params.yaml differs from the committed version; running with it anyway"
     fi
-    "$VENV/bin/dvc" repro
+    # `make repro` is the README's main command.
+    make repro
     "$VENV/bin/cifar10-mlops" gate --metrics reports/metrics.json --baseline .ci/baseline.json
 }
 
@@ -114,7 +111,8 @@ step_metrics_diff() {
         || die "'$base' is not a known git revision; fetch it first (actions/checkout needs fetch-depth: 0)"
     diff="$("$VENV/bin/dvc" metrics diff "$base" --md)"
     printf '### DVC metrics: `%s` vs this change\n\n' "$base"
-    if [[ -n "$diff" ]]; then
+    # A table with only its header and separator rows means no metric changed.
+    if (($(grep -c '^|' <<<"$diff" || true) > 2)); then
         printf '%s\n' "$diff"
     else
         printf 'No metric changed.\n'

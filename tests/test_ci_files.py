@@ -183,7 +183,9 @@ def test_check_sh_test_step_runs_the_readme_test_command():
 
 def test_check_sh_pipeline_step_runs_repro_and_gate():
     body = _function_body(CHECK_SH.read_text(encoding="utf-8"), "step_pipeline")
-    assert any(re.search(r"\bdvc\"?\s+repro\b", line) for line in _code_lines(body))
+    assert any(re.search(r"\bmake\s+repro\b", line) for line in _code_lines(body))
+    makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^repro:.*\n\t\S*dvc repro$", makefile, re.MULTILINE)
     assert _runs_command(body, "gate --metrics reports/metrics.json --baseline .ci/baseline.json")
 
 

