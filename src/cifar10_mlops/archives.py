@@ -9,9 +9,11 @@ filled disk or a write outside data/.
 
 from __future__ import annotations
 
+import lzma
 import re
 import shutil
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +25,9 @@ from cifar10_mlops.errors import PipelineError
 
 # The real set holds 50,000 training images; leave room for bigger user sets but not for bombs.
 MAX_MEMBERS = 200_000
+# Errors py7zr lets through from its decompressors on corrupt data (LZMA, Deflate), beside
+# its own ArchiveError family.
+_DECOMPRESSION_ERRORS = (lzma.LZMAError, zlib.error)
 # A 32x32 RGB PNG is at most ~3.2 KB of pixels plus chunk overhead; 64 KiB is far above any
 # honest member and far below what a bomb declares.
 MAX_PNG_BYTES = 64 * 1024
@@ -94,7 +99,7 @@ def list_train_7z(archive: Path, max_members: int = MAX_MEMBERS) -> dict[int, st
             entries = seven.list()
     except FileNotFoundError:
         raise PipelineError(f"{archive}: file not found; run the download stage first") from None
-    except (py7zr.exceptions.ArchiveError, EOFError, OSError, ValueError) as exc:
+    except (py7zr.exceptions.ArchiveError, EOFError, OSError, ValueError, *_DECOMPRESSION_ERRORS) as exc:
         raise PipelineError(
             f"{archive}: not a readable 7z archive ({type(exc).__name__}); download it again"
         ) from None
@@ -156,7 +161,9 @@ def read_train_7z(archive: Path, on_member: Callable[[int, bytes], None]) -> dic
             f"{archive}: decompresses to more than {total_cap} bytes; refusing a possible "
             "archive bomb"
         ) from None
-    except (py7zr.exceptions.ArchiveError, EOFError, OSError, ValueError, KeyError) as exc:
+    except (
+        py7zr.exceptions.ArchiveError, EOFError, OSError, ValueError, KeyError, *_DECOMPRESSION_ERRORS
+    ) as exc:
         raise PipelineError(
             f"{archive}: extraction failed ({type(exc).__name__}: {exc}); the archive is "
             "corrupt or truncated, download it again"

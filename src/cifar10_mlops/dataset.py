@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +38,10 @@ def read_labels_csv(path: Path) -> dict[int, int]:
         raise PipelineError(f"{path}: labels file not found; it must sit beside train.7z") from None
     except UnicodeDecodeError:
         raise PipelineError(f"{path}: not UTF-8 text; expected a CSV with header id,label") from None
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # e.g. a field above csv's 128 KiB limit
+        raise PipelineError(f"{path}: not a readable CSV ({exc}); expected id,label rows") from None
     if not rows:
         raise PipelineError(f"{path}: empty file; expected a CSV with header id,label")
     header = [cell.strip() for cell in rows[0]]
@@ -50,7 +55,8 @@ def read_labels_csv(path: Path) -> dict[int, int]:
         if len(row) != 2:
             raise PipelineError(f"{path}: line {line_number} has {len(row)} fields; expected id,label")
         raw_id, name = row[0].strip(), row[1].strip()
-        if not raw_id.isdigit() or int(raw_id) < 1:
+        # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
+        if not (raw_id.isascii() and raw_id.isdigit()) or int(raw_id) < 1:
             raise PipelineError(f"{path}: line {line_number}: id {raw_id!r} is not a positive integer")
         if name not in class_index:
             raise PipelineError(
@@ -79,6 +85,11 @@ def decode_png(png: bytes, where: str) -> np.ndarray:
                 raise PipelineError(
                     f"{where}: image is {image.size[0]}x{image.size[1]}; CIFAR-10 images are 32x32"
                 )
+            if image.mode == "I" or image.mode.startswith("I;16"):
+                # 16-bit grayscale (Pillow says I;16, older versions I): convert("RGB") clips
+                # every value above 255, giving a white image; keep the high byte instead.
+                high = np.asarray(image).astype(np.int64) >> 8
+                image = Image.fromarray(np.clip(high, 0, 255).astype(np.uint8))
             if image.mode != "RGB":
                 image = image.convert("RGB")
             return np.asarray(image, dtype=np.uint8)
@@ -159,12 +170,16 @@ def save_npz(data: LabelledImages, path: Path) -> None:
 
 def load_npz(path: Path) -> LabelledImages:
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise ValueError("not an npz archive")
+        with npz:
             return LabelledImages(
                 images=npz["images"], labels=npz["labels"], ids=npz["ids"],
                 class_names=tuple(str(name) for name in npz["class_names"]),
             )
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; run `dvc repro` to rebuild it") from None
-    except (KeyError, ValueError, OSError) as exc:
+    # EOFError: an empty file; BadZipFile: a truncated npz; zlib.error: a corrupt member.
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise PipelineError(f"{path}: unreadable ({exc}); run `dvc repro -f preprocess`") from None

@@ -144,6 +144,9 @@ assert len(CLASS_DESIGN) == NUM_CLASSES
 PREFERRED_TEXTURE_PROB = 0.6  # otherwise a texture from the shared pool
 CLASS_HUE_PROB = 0.75  # otherwise any hue
 HUE_SPREAD = 0.07  # std of the hue jitter around the class centre (hue wheel = 1.0)
+SCALE_RANGE = (0.55, 1.2)  # object size relative to an 11-pixel radius
+NOISE_STD_RANGE = (0.02, 0.07)  # Gaussian pixel noise, in [0, 1] intensity units
+CLUTTER_RANGE = (1, 4)  # distractors per image, inclusive
 
 
 # --- drawing -------------------------------------------------------------------------------
@@ -171,7 +174,7 @@ def _background(rng: np.random.Generator, mean_value: float) -> np.ndarray:
 
 def _draw_clutter(image: np.ndarray, rng: np.random.Generator) -> None:
     """A few small distractors from one pool shared by all classes, so they carry no label."""
-    for _ in range(rng.integers(1, 5)):
+    for _ in range(rng.integers(CLUTTER_RANGE[0], CLUTTER_RANGE[1] + 1)):
         colour = _hsv(rng.random(), rng.uniform(0.2, 1.0), rng.uniform(0.2, 1.0))
         cx, cy = rng.uniform(0, WIDTH), rng.uniform(0, HEIGHT)
         kind = rng.integers(3)
@@ -204,7 +207,7 @@ def render_image(label: int, rng: np.random.Generator) -> np.ndarray:
     colour = _hsv(hue, rng.uniform(0.45, 1.0), object_value)
 
     cx, cy = rng.uniform(9, WIDTH - 9), rng.uniform(9, HEIGHT - 9)
-    scale = 11.0 * rng.uniform(0.5, 1.2)
+    scale = 11.0 * rng.uniform(*SCALE_RANGE)
     angle = rng.uniform(-np.pi / 9, np.pi / 9)
     u, v = _object_coords(cx, cy, scale, angle)
     mask = shape(u, v)
@@ -217,7 +220,7 @@ def render_image(label: int, rng: np.random.Generator) -> np.ndarray:
     shaded = colour * (0.55 + 0.45 * shade)[..., None]
     image[mask] = shaded[mask]
 
-    image += rng.normal(0.0, rng.uniform(0.02, 0.08), size=image.shape).astype(np.float32)
+    image += rng.normal(0.0, rng.uniform(*NOISE_STD_RANGE), size=image.shape).astype(np.float32)
     return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 

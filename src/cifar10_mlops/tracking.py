@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import subprocess
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -150,10 +151,11 @@ class EpochMetricsLogger(keras.callbacks.Callback):
     """Logs every epoch's Keras metrics (and the learning rate) to MLflow with step=epoch."""
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        metrics = {key: float(value) for key, value in (logs or {}).items()}
-        if metrics:
-            import mlflow
+        import mlflow
 
+        metrics = {key: float(value) for key, value in (logs or {}).items()}
+        # Only inside the pipeline's run: never let MLflow start a stray run of its own.
+        if metrics and mlflow.active_run() is not None:
             mlflow.log_metrics(metrics, step=epoch)
 
 
@@ -174,14 +176,20 @@ def log_final_results(
         if Path(path).is_file():
             mlflow.log_artifact(str(path), artifact_path="reports")
     probabilities = model.predict(example_images, verbose=0)
-    mlflow.keras.log_model(
-        model,
-        name="model",
-        signature=infer_signature(example_images, probabilities),
-        input_example=example_images,
-        # Listed, not inferred: inference would load the model again in a subprocess.
-        pip_requirements=[f"keras=={keras.__version__}", _tensorflow_requirement()],
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        # mlflow.keras.log_model with an input example fails to create its own directory
+        # (mlflow/mlflow#16183); saving into a directory we made, then logging it, works.
+        local = Path(scratch) / "model"
+        local.mkdir()
+        mlflow.keras.save_model(
+            model,
+            str(local),
+            signature=infer_signature(example_images, probabilities),
+            input_example=example_images,
+            # Listed, not inferred: inference would load the model again in a subprocess.
+            pip_requirements=[f"keras=={keras.__version__}", _tensorflow_requirement()],
+        )
+        mlflow.log_artifacts(str(local), artifact_path="model")
 
 
 def _tensorflow_requirement() -> str:

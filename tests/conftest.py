@@ -1,0 +1,197 @@
+"""Shared fixtures. Each one is a factory that builds REAL files (7z, zip, PNG, CSV) in tmp_path.
+
+Data-layer fixtures (used by test_archives / test_dataset / test_acquire):
+  png_bytes        -> make a PNG (bytes) from an array or a seed, in any PIL mode
+  make_train_7z    -> write a Kaggle-layout train.7z from {id: image} or from raw members
+  make_labels_csv  -> write a trainLabels.csv from {id: class name} or from raw text
+  make_kaggle_dir  -> a directory holding a matching train.7z + trainLabels.csv
+  make_kaggle_zip  -> cifar-10.zip as the Kaggle API delivers it (with test.7z and
+                      sampleSubmission.csv beside the two files the pipeline needs)
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import py7zr
+import pytest
+from PIL import Image
+
+from cifar10_mlops.config import CLASS_NAMES, LABELS_CSV, TRAIN_ARCHIVE
+
+
+def random_image(seed: int) -> np.ndarray:
+    """A seeded uint8 (32, 32, 3) image."""
+    return np.random.default_rng(seed).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+
+
+def encode_png(image: np.ndarray | Image.Image, mode: str | None = None) -> bytes:
+    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    if mode is not None and picture.mode != mode:
+        picture = picture.convert(mode)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def png_bytes():
+    """png_bytes(image_or_seed=0, mode=None) -> PNG bytes."""
+
+    def make(image: np.ndarray | int = 0, mode: str | None = None) -> bytes:
+        array = random_image(image) if isinstance(image, int) else image
+        return encode_png(array, mode)
+
+    return make
+
+
+def write_7z(
+    path: Path,
+    members: Iterable[tuple[str, bytes]],
+    *,
+    directories: Iterable[str] = (),
+    symlinks: Mapping[str, str] | None = None,
+    raw_names: bool = False,
+) -> Path:
+    """Write a real 7z archive.
+
+    members: (member name, payload) pairs, written in order.
+    directories: directory entries (written from a real empty directory on disk).
+    symlinks: {member name: link target}, written (first) from a real symlink on disk.
+    raw_names: py7zr's public writestr() refuses names with '..' or a leading '/'
+        (check_archive_path). To build a hostile archive we call its internal _writestr(),
+        which writes the same bytes minus that check -- the archive is still a genuine 7z
+        that py7zr (and 7-Zip) read back with that name.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Directory and symlink entries are written from real ones on disk, made in a scratch
+    # directory that is removed afterwards.
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch_dir:
+        scratch = Path(scratch_dir)
+        with py7zr.SevenZipFile(path, mode="w") as seven:
+            for index, name in enumerate(directories):
+                empty_dir = scratch / f"dir{index}"
+                empty_dir.mkdir()
+                seven.write(empty_dir, name)
+            # Links before in-memory members: py7zr 1.1's write() of a symlink looks at the
+            # 'origin' of earlier members, which writestr() leaves as None (AttributeError).
+            for index, (name, target) in enumerate((symlinks or {}).items()):
+                link = scratch / f"link{index}"
+                link.symlink_to(target)
+                seven.write(link, name)
+            for name, payload in members:
+                if raw_names:
+                    seven._writestr(payload, name)
+                else:
+                    seven.writestr(payload, name)
+    return path
+
+
+@pytest.fixture
+def make_train_7z(tmp_path):
+    """make_train_7z(images=None, *, path=None, members=None, ...) -> Path of a real train.7z.
+
+    images: {id: uint8 (32,32,3) array or PNG bytes} -> members train/<id>.png plus a 'train'
+        directory entry, as in Kaggle's archive. Default: ids 1..20, seeded random images.
+    members: raw (name, bytes) pairs instead (for hostile or odd layouts); extra keyword
+        arguments go to write_7z (directories=, symlinks=, raw_names=).
+    """
+    counter = iter(range(1_000_000))
+
+    def make(
+        images: Mapping[int, np.ndarray | bytes] | None = None,
+        *,
+        path: Path | None = None,
+        members: Iterable[tuple[str, bytes]] | None = None,
+        with_dir: bool = True,
+        **kwargs,
+    ) -> Path:
+        path = path or tmp_path / f"archive{next(counter)}" / TRAIN_ARCHIVE
+        if members is None:
+            if images is None:
+                images = {i: random_image(i) for i in range(1, 21)}
+            members = [
+                (f"train/{image_id}.png", data if isinstance(data, bytes) else encode_png(data))
+                for image_id, data in images.items()
+            ]
+            if with_dir:
+                kwargs.setdefault("directories", ["train"])
+        return write_7z(path, members, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def make_labels_csv(tmp_path):
+    """make_labels_csv(labels=None, *, path=None, text=None) -> Path of a trainLabels.csv.
+
+    labels: {id: class name}; default ids 1..20 cycling through the ten classes.
+    text: the exact file content instead.
+    """
+    counter = iter(range(1_000_000))
+
+    def make(
+        labels: Mapping[int, str] | None = None,
+        *,
+        path: Path | None = None,
+        text: str | None = None,
+    ) -> Path:
+        path = path or tmp_path / f"labels{next(counter)}" / LABELS_CSV
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            if labels is None:
+                labels = default_labels(20)
+            text = "id,label\n" + "".join(f"{i},{name}\n" for i, name in labels.items())
+        path.write_text(text, encoding="utf-8", newline="")
+        return path
+
+    return make
+
+
+def default_labels(count: int) -> dict[int, str]:
+    return {i: CLASS_NAMES[(i - 1) % len(CLASS_NAMES)] for i in range(1, count + 1)}
+
+
+@pytest.fixture
+def make_kaggle_dir(tmp_path, make_train_7z, make_labels_csv):
+    """make_kaggle_dir(count=20, directory=None) -> (directory, {id: image}, {id: class name})."""
+    counter = iter(range(1_000_000))
+
+    def make(count: int = 20, directory: Path | None = None):
+        directory = directory or tmp_path / f"kaggle{next(counter)}"
+        images = {i: random_image(i) for i in range(1, count + 1)}
+        labels = default_labels(count)
+        make_train_7z(images, path=directory / TRAIN_ARCHIVE)
+        make_labels_csv(labels, path=directory / LABELS_CSV)
+        return directory, images, labels
+
+    return make
+
+
+@pytest.fixture
+def make_kaggle_zip(tmp_path, make_kaggle_dir):
+    """make_kaggle_zip(path=None, count=20) -> Path of a cifar-10.zip laid out like Kaggle's:
+    train.7z, trainLabels.csv, test.7z and sampleSubmission.csv at the top level."""
+    counter = iter(range(1_000_000))
+
+    def make(path: Path | None = None, count: int = 20) -> Path:
+        path = path or tmp_path / f"zip{next(counter)}" / "cifar-10.zip"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source, _, _ = make_kaggle_dir(count)
+        test_7z = write_7z(
+            tmp_path / f"testsrc{next(counter)}" / "test.7z",
+            [("test/1.png", encode_png(random_image(999)))],
+        )
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+            zipped.write(source / TRAIN_ARCHIVE, TRAIN_ARCHIVE)
+            zipped.write(source / LABELS_CSV, LABELS_CSV)
+            zipped.write(test_7z, "test.7z")
+            zipped.writestr("sampleSubmission.csv", "id,label\n1,cat\n")
+        return path
+
+    return make

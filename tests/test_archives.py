@@ -1,0 +1,384 @@
+"""Safe archive reading: real 7z and zip files, good and hostile, built in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import py7zr
+import pytest
+
+from cifar10_mlops.archives import (
+    MAX_PNG_BYTES,
+    check_member_name,
+    extract_zip_members,
+    list_train_7z,
+    read_train_7z,
+)
+from cifar10_mlops.errors import PipelineError
+from conftest import random_image, write_7z
+
+
+def snapshot(root: Path) -> set[str]:
+    """Every path under root (files, dirs, links), relative: to prove nothing new appeared."""
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def one_line(exc: pytest.ExceptionInfo) -> str:
+    message = str(exc.value)
+    assert "\n" not in message
+    return message
+
+
+# --- valid archives -------------------------------------------------------------------------
+
+
+def test_valid_train_7z_lists_every_png(make_train_7z):
+    archive = make_train_7z({i: random_image(i) for i in (1, 2, 3, 10, 49999)})
+    assert list_train_7z(archive) == {
+        1: "train/1.png",
+        2: "train/2.png",
+        3: "train/3.png",
+        10: "train/10.png",
+        49999: "train/49999.png",
+    }
+
+
+def test_valid_archive_without_directory_entry(make_train_7z):
+    archive = make_train_7z({1: random_image(1)}, with_dir=False)
+    assert list_train_7z(archive) == {1: "train/1.png"}
+
+
+def test_read_train_7z_delivers_every_members_bytes(make_train_7z, png_bytes):
+    payloads = {i: png_bytes(i) for i in range(1, 31)}
+    archive = make_train_7z(payloads)
+    seen: dict[int, bytes] = {}
+
+    def on_member(image_id: int, data: bytes) -> None:
+        assert image_id not in seen
+        seen[image_id] = data
+
+    members = read_train_7z(archive, on_member)
+    assert seen == payloads
+    assert members == {i: f"train/{i}.png" for i in payloads}
+
+
+def test_read_train_7z_extracts_nothing_to_disk(make_train_7z, tmp_path, monkeypatch):
+    archive = make_train_7z()
+    monkeypatch.chdir(tmp_path)
+    before = snapshot(tmp_path)
+    read_train_7z(archive, lambda i, d: None)
+    assert snapshot(tmp_path) == before
+
+
+# --- unreadable archives --------------------------------------------------------------------
+
+
+def test_missing_archive(tmp_path):
+    path = tmp_path / "train.7z"
+    with pytest.raises(PipelineError) as info:
+        list_train_7z(path)
+    assert str(path) in one_line(info)
+    assert "not found" in str(info.value)
+
+
+def test_corrupt_7z_random_bytes(tmp_path):
+    path = tmp_path / "train.7z"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(PipelineError) as info:
+        read_train_7z(path, lambda i, d: None)
+    assert str(path) in one_line(info)
+    assert "not a readable 7z archive" in str(info.value)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "train.7z"
+    path.write_bytes(b"")
+    with pytest.raises(PipelineError, match="not a readable 7z archive"):
+        list_train_7z(path)
+
+
+def test_truncated_7z(make_train_7z):
+    archive = make_train_7z()
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2])
+    with pytest.raises(PipelineError) as info:
+        read_train_7z(archive, lambda i, d: None)
+    assert str(archive) in one_line(info)
+
+
+def test_corrupt_packed_data_with_intact_header(make_train_7z):
+    # The header (at the end) still lists the members; the compressed stream is damaged.
+    # py7zr then raises lzma.LZMAError, which must not escape as a traceback.
+    archive = make_train_7z()
+    data = bytearray(archive.read_bytes())
+    for offset in range(64, 96):
+        data[offset] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    assert len(list_train_7z(archive)) == 20  # the header is fine ...
+    with pytest.raises(PipelineError) as info:  # ... the contents are not
+        read_train_7z(archive, lambda i, d: None)
+    assert str(archive) in one_line(info)
+    assert "corrupt or truncated" in str(info.value)
+
+
+@pytest.mark.parametrize("cut", [0.25, 0.5, 0.9, 0.99])
+def test_every_truncation_is_a_pipeline_error(make_train_7z, cut):
+    archive = make_train_7z()
+    data = archive.read_bytes()
+    archive.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(PipelineError):
+        read_train_7z(archive, lambda i, d: None)
+
+
+def test_empty_archive(tmp_path):
+    archive = write_7z(tmp_path / "train.7z", [])
+    with py7zr.SevenZipFile(archive) as seven:  # a genuine, readable, empty 7z
+        assert seven.list() == []
+    with pytest.raises(PipelineError) as info:
+        list_train_7z(archive)
+    assert str(archive) in one_line(info)
+    assert "no train/<id>.png" in str(info.value)
+
+
+def test_archive_with_only_the_directory(tmp_path):
+    archive = write_7z(tmp_path / "train.7z", [], directories=["train"])
+    with pytest.raises(PipelineError, match="no train/<id>.png"):
+        list_train_7z(archive)
+
+
+# --- hostile member names -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../evil.png", "train/../../x.png", "train/../1.png"])
+def test_path_traversal_member_is_refused(tmp_path, monkeypatch, name, png_bytes):
+    # Written with raw_names (py7zr's public writestr refuses '..'; see conftest.write_7z).
+    work = tmp_path / "work"
+    archive = write_7z(
+        work / "raw" / "train.7z", [("train/1.png", png_bytes(1)), (name, png_bytes(2))],
+        raw_names=True,
+    )
+    with py7zr.SevenZipFile(archive) as seven:  # the hostile name really is in the archive
+        assert name in [entry.filename for entry in seven.list()]
+    monkeypatch.chdir(work / "raw")
+    before = snapshot(tmp_path)
+    for call in (list_train_7z, lambda a: read_train_7z(a, lambda i, d: None)):
+        with pytest.raises(PipelineError) as info:
+            call(archive)
+        message = one_line(info)
+        assert f"'{name}'" in message
+        assert "'..'" in message
+    # cwd is tmp_path/work/raw, so wherever a '..' name could land (work/evil.png,
+    # work/x.png, ...) is still inside tmp_path: nothing new there means nothing written.
+    assert snapshot(tmp_path) == before
+    assert not list(tmp_path.rglob("evil.png")) and not list(tmp_path.rglob("x.png"))
+
+
+@pytest.mark.parametrize("name", ["/train/1.png", "/tmp/evil.png", "C:/train/1.png"])
+def test_absolute_member_is_refused(tmp_path, name, png_bytes):
+    archive = write_7z(tmp_path / "train.7z", [(name, png_bytes(1))], raw_names=True)
+    before = snapshot(tmp_path)
+    with pytest.raises(PipelineError) as info:
+        read_train_7z(archive, lambda i, d: None)
+    message = one_line(info)
+    assert f"'{name}'" in message
+    assert "absolute path" in message
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "train/readme.txt",
+        "readme.txt",
+        "train/0.png",  # ids start at 1
+        "train/01.png",  # no leading zeros: '01' and '1' would be the same image
+        "train/sub/1.png",
+        "test/1.png",
+        "train/1.PNG",
+        "train/1.png.exe",
+    ],
+)
+def test_unexpected_member_is_refused(make_train_7z, name, png_bytes):
+    archive = make_train_7z(members=[("train/1.png", png_bytes(1)), (name, png_bytes(2))])
+    with pytest.raises(PipelineError) as info:
+        list_train_7z(archive)
+    message = one_line(info)
+    assert f"'{name}'" in message
+    assert "unexpected member" in message
+
+
+def test_unexpected_directory_is_refused(make_train_7z, png_bytes):
+    archive = make_train_7z(
+        members=[("train/1.png", png_bytes(1))], directories=["train", "train/extra"]
+    )
+    with pytest.raises(PipelineError, match="unexpected directory 'train/extra'"):
+        list_train_7z(archive)
+
+
+def test_symlink_member_is_refused(tmp_path, png_bytes):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("do not read me")
+    archive = write_7z(
+        tmp_path / "a" / "train.7z",
+        [("train/1.png", png_bytes(1))],
+        symlinks={"train/2.png": str(outside)},
+    )
+    with py7zr.SevenZipFile(archive) as seven:
+        assert {e.filename: e.is_symlink for e in seven.list()} == {
+            "train/1.png": False,
+            "train/2.png": True,
+        }
+    with pytest.raises(PipelineError) as info:
+        read_train_7z(archive, lambda i, d: None)
+    message = one_line(info)
+    assert "'train/2.png'" in message
+    assert "link" in message
+
+
+def test_duplicate_member_name_is_refused(make_train_7z, png_bytes):
+    archive = make_train_7z(members=[("train/7.png", png_bytes(1)), ("train/7.png", png_bytes(2))])
+    with pytest.raises(PipelineError, match="image id 7 appears twice"):
+        list_train_7z(archive)
+
+
+def test_archive_bomb_is_refused_before_extraction(make_train_7z):
+    bomb = bytes(5 * 1024 * 1024)  # 5 MB of zeros: compresses to a few hundred bytes
+    archive = make_train_7z(members=[("train/1.png", bomb)])
+    assert archive.stat().st_size < 64 * 1024
+    delivered = []
+    with pytest.raises(PipelineError) as info:
+        read_train_7z(archive, lambda i, d: delivered.append(i))
+    message = one_line(info)
+    assert "'train/1.png'" in message
+    assert "bomb" in message
+    assert delivered == []
+
+
+def test_member_just_under_the_cap_is_accepted(make_train_7z):
+    payload = bytes(MAX_PNG_BYTES)  # not a PNG, but archives.py only checks sizes and names
+    archive = make_train_7z(members=[("train/1.png", payload)])
+    seen = {}
+    read_train_7z(archive, seen.__setitem__)
+    assert seen == {1: payload}
+
+
+def test_member_count_cap(make_train_7z, png_bytes):
+    archive = make_train_7z({i: png_bytes(0) for i in range(1, 6)})
+    with pytest.raises(PipelineError, match="more than the cap of 3"):
+        list_train_7z(archive, max_members=3)
+
+
+@pytest.mark.parametrize("name", ["", "a\x00b", "train\\..\\x.png"])
+def test_check_member_name_rejects_invalid(name):
+    with pytest.raises(PipelineError):
+        check_member_name(Path("a.7z"), name)
+
+
+def test_check_member_name_normalises():
+    assert str(check_member_name(Path("a.7z"), "train/./1.png")) == "train/1.png"
+
+
+# --- zip ------------------------------------------------------------------------------------
+
+
+def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zipped:
+        for name, data in members.items():
+            # ZipInfo keeps the name verbatim (even '../x'); compress so zeros stay small.
+            zipped.writestr(zipfile.ZipInfo(name), data, compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+def test_zip_copies_only_wanted_members_flat(tmp_path):
+    archive = make_zip(
+        tmp_path / "in" / "cifar-10.zip",
+        {"train.7z": b"7z-bytes", "trainLabels.csv": b"id,label\n", "test.7z": b"x" * 100,
+         "sampleSubmission.csv": b"id,label\n"},
+    )
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_zip_members(archive, {"train.7z": 1000, "trainLabels.csv": 1000}, target)
+    assert sorted(p.name for p in target.iterdir()) == ["train.7z", "trainLabels.csv"]
+    assert (target / "train.7z").read_bytes() == b"7z-bytes"
+    assert (target / "trainLabels.csv").read_bytes() == b"id,label\n"
+
+
+def test_zip_member_in_a_folder_is_copied_flat(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"cifar/train.7z": b"abc"})
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_zip_members(archive, {"cifar/train.7z": 10}, target)
+    assert (target / "train.7z").read_bytes() == b"abc"
+
+
+def test_zip_missing_member(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"train.7z": b"abc"})
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(PipelineError) as info:
+        extract_zip_members(archive, {"train.7z": 10, "trainLabels.csv": 10}, target)
+    message = one_line(info)
+    assert str(archive) in message
+    assert "'trainLabels.csv' is missing" in message
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "sub/../../evil.txt", "/tmp/evil.txt"])
+def test_zip_traversal_name_is_refused(tmp_path, name):
+    archive = make_zip(tmp_path / "in" / "a.zip", {"train.7z": b"abc", name: b"evil"})
+    target = tmp_path / "in" / "out"
+    target.mkdir()
+    before = snapshot(tmp_path)
+    for wanted in ({"train.7z": 10}, {name: 10}):
+        with pytest.raises(PipelineError) as info:
+            extract_zip_members(archive, wanted, target)
+        assert f"'{name}'" in one_line(info)
+    assert snapshot(tmp_path) == before
+
+
+def test_zip_symlink_member_is_refused(tmp_path):
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        info = zipfile.ZipInfo("train.7z")
+        info.create_system = 3  # unix
+        info.external_attr = (0o120777 << 16)  # symlink
+        zipped.writestr(info, "/etc/passwd")
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(PipelineError, match="'train.7z' is a symlink"):
+        extract_zip_members(archive, {"train.7z": 100}, target)
+    assert list(target.iterdir()) == []
+
+
+def test_zip_oversized_member_is_refused(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"train.7z": bytes(1_000_000)})
+    assert archive.stat().st_size < 10_000  # zeros compress: a small zip, big content
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(PipelineError) as info:
+        extract_zip_members(archive, {"train.7z": 1000}, target)
+    message = one_line(info)
+    assert "'train.7z' declares 1000000 bytes" in message
+    assert list(target.iterdir()) == []
+
+
+def test_zip_member_at_the_cap_is_accepted(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"train.7z": bytes(1000)})
+    target = tmp_path / "out"
+    target.mkdir()
+    extract_zip_members(archive, {"train.7z": 1000}, target)
+    assert (target / "train.7z").stat().st_size == 1000
+
+
+@pytest.mark.parametrize("content", [b"not a zip at all", b"", b"PK\x03\x04" + bytes(50)])
+def test_non_zip_file_is_refused(tmp_path, content):
+    path = tmp_path / "cifar-10.zip"
+    path.write_bytes(content)
+    target = tmp_path / "out"
+    target.mkdir()
+    with pytest.raises(PipelineError) as info:
+        extract_zip_members(path, {"train.7z": 10}, target)
+    assert str(path) in one_line(info)
+    assert "not a readable zip" in str(info.value)
