@@ -2,6 +2,7 @@
 
 Data-layer fixtures (used by test_archives / test_dataset / test_acquire):
   png_bytes        -> make a PNG (bytes) from an array or a seed, in any PIL mode
+  write_7z         -> write any 7z: raw members, directory and symlink entries, hostile names
   make_train_7z    -> write a Kaggle-layout train.7z from {id: image} or from raw members
   make_labels_csv  -> write a trainLabels.csv from {id: class name} or from raw text
   make_kaggle_dir  -> a directory holding a matching train.7z + trainLabels.csv
@@ -50,7 +51,7 @@ def png_bytes():
     return make
 
 
-def write_7z(
+def _write_7z(
     path: Path,
     members: Iterable[tuple[str, bytes]],
     *,
@@ -66,7 +67,7 @@ def write_7z(
     raw_names: py7zr's public writestr() refuses names with '..' or a leading '/'
         (check_archive_path). To build a hostile archive we call its internal _writestr(),
         which writes the same bytes minus that check -- the archive is still a genuine 7z
-        that py7zr (and 7-Zip) read back with that name.
+        that py7zr reads back with that name (the tests assert it).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     # Directory and symlink entries are written from real ones on disk, made in a scratch
@@ -90,6 +91,12 @@ def write_7z(
                 else:
                     seven.writestr(payload, name)
     return path
+
+
+@pytest.fixture
+def write_7z():
+    """write_7z(path, members, *, directories=(), symlinks=None, raw_names=False) -> path."""
+    return _write_7z
 
 
 @pytest.fixture
@@ -121,7 +128,7 @@ def make_train_7z(tmp_path):
             ]
             if with_dir:
                 kwargs.setdefault("directories", ["train"])
-        return write_7z(path, members, **kwargs)
+        return _write_7z(path, members, **kwargs)
 
     return make
 
@@ -183,7 +190,7 @@ def make_kaggle_zip(tmp_path, make_kaggle_dir):
         path = path or tmp_path / f"zip{next(counter)}" / "cifar-10.zip"
         path.parent.mkdir(parents=True, exist_ok=True)
         source, _, _ = make_kaggle_dir(count)
-        test_7z = write_7z(
+        test_7z = _write_7z(
             tmp_path / f"testsrc{next(counter)}" / "test.7z",
             [("test/1.png", encode_png(random_image(999)))],
         )

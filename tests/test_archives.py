@@ -17,7 +17,6 @@ from cifar10_mlops.archives import (
     read_train_7z,
 )
 from cifar10_mlops.errors import PipelineError
-from conftest import random_image, write_7z
 
 
 def snapshot(root: Path) -> set[str]:
@@ -34,8 +33,8 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
 # --- valid archives -------------------------------------------------------------------------
 
 
-def test_valid_train_7z_lists_every_png(make_train_7z):
-    archive = make_train_7z({i: random_image(i) for i in (1, 2, 3, 10, 49999)})
+def test_valid_train_7z_lists_every_png(make_train_7z, png_bytes):
+    archive = make_train_7z({i: png_bytes(i) for i in (1, 2, 3, 10, 49999)})
     assert list_train_7z(archive) == {
         1: "train/1.png",
         2: "train/2.png",
@@ -45,8 +44,8 @@ def test_valid_train_7z_lists_every_png(make_train_7z):
     }
 
 
-def test_valid_archive_without_directory_entry(make_train_7z):
-    archive = make_train_7z({1: random_image(1)}, with_dir=False)
+def test_valid_archive_without_directory_entry(make_train_7z, png_bytes):
+    archive = make_train_7z({1: png_bytes(1)}, with_dir=False)
     assert list_train_7z(archive) == {1: "train/1.png"}
 
 
@@ -132,7 +131,7 @@ def test_every_truncation_is_a_pipeline_error(make_train_7z, cut):
         read_train_7z(archive, lambda i, d: None)
 
 
-def test_empty_archive(tmp_path):
+def test_empty_archive(tmp_path, write_7z):
     archive = write_7z(tmp_path / "train.7z", [])
     with py7zr.SevenZipFile(archive) as seven:  # a genuine, readable, empty 7z
         assert seven.list() == []
@@ -142,7 +141,7 @@ def test_empty_archive(tmp_path):
     assert "no train/<id>.png" in str(info.value)
 
 
-def test_archive_with_only_the_directory(tmp_path):
+def test_archive_with_only_the_directory(tmp_path, write_7z):
     archive = write_7z(tmp_path / "train.7z", [], directories=["train"])
     with pytest.raises(PipelineError, match="no train/<id>.png"):
         list_train_7z(archive)
@@ -152,8 +151,8 @@ def test_archive_with_only_the_directory(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["../evil.png", "train/../../x.png", "train/../1.png"])
-def test_path_traversal_member_is_refused(tmp_path, monkeypatch, name, png_bytes):
-    # Written with raw_names (py7zr's public writestr refuses '..'; see conftest.write_7z).
+def test_path_traversal_member_is_refused(tmp_path, monkeypatch, name, png_bytes, write_7z):
+    # Written with raw_names (py7zr's public writestr refuses '..'; see conftest._write_7z).
     work = tmp_path / "work"
     archive = write_7z(
         work / "raw" / "train.7z", [("train/1.png", png_bytes(1)), (name, png_bytes(2))],
@@ -176,7 +175,7 @@ def test_path_traversal_member_is_refused(tmp_path, monkeypatch, name, png_bytes
 
 
 @pytest.mark.parametrize("name", ["/train/1.png", "/tmp/evil.png", "C:/train/1.png"])
-def test_absolute_member_is_refused(tmp_path, name, png_bytes):
+def test_absolute_member_is_refused(tmp_path, name, png_bytes, write_7z):
     archive = write_7z(tmp_path / "train.7z", [(name, png_bytes(1))], raw_names=True)
     before = snapshot(tmp_path)
     with pytest.raises(PipelineError) as info:
@@ -217,7 +216,7 @@ def test_unexpected_directory_is_refused(make_train_7z, png_bytes):
         list_train_7z(archive)
 
 
-def test_symlink_member_is_refused(tmp_path, png_bytes):
+def test_symlink_member_is_refused(tmp_path, png_bytes, write_7z):
     outside = tmp_path / "secret.txt"
     outside.write_text("do not read me")
     archive = write_7z(

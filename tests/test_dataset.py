@@ -21,7 +21,11 @@ from cifar10_mlops.dataset import (
     stratified_split,
 )
 from cifar10_mlops.errors import PipelineError
-from conftest import random_image
+
+
+def random_image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+
 
 # --- read_labels_csv ------------------------------------------------------------------------
 

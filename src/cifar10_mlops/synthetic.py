@@ -35,7 +35,7 @@ _IMAGE_STREAM = 1
 
 # Already-deflated PNGs barely compress further, so a low LZMA2 preset costs almost nothing
 # in size and is several times faster than py7zr's default (x86 BCJ + preset 7).
-ARCHIVE_FILTERS = [{"id": py7zr.FILTER_LZMA2, "preset": 1}]
+ARCHIVE_FILTERS = [{"id": py7zr.FILTER_LZMA2, "preset": 0}]
 # py7zr stamps members with the current time; a fixed stamp keeps the archive byte-identical
 # for the same seed and count, so DVC sees an unchanged output. 2000-01-01T00:00:00Z as
 # Windows FILETIME (100 ns ticks since 1601-01-01).
@@ -141,12 +141,12 @@ CLASS_DESIGN: tuple[tuple[Callable[[np.ndarray, np.ndarray], Mask], str, float, 
 )
 assert len(CLASS_DESIGN) == NUM_CLASSES
 
-PREFERRED_TEXTURE_PROB = 0.6  # otherwise a texture from the shared pool
+PREFERRED_TEXTURE_PROB = 0.7  # otherwise a texture from the shared pool
 CLASS_HUE_PROB = 0.75  # otherwise any hue
 HUE_SPREAD = 0.07  # std of the hue jitter around the class centre (hue wheel = 1.0)
-SCALE_RANGE = (0.55, 1.2)  # object size relative to an 11-pixel radius
-NOISE_STD_RANGE = (0.02, 0.07)  # Gaussian pixel noise, in [0, 1] intensity units
-CLUTTER_RANGE = (1, 4)  # distractors per image, inclusive
+SCALE_RANGE = (0.65, 1.2)  # object size relative to an 11-pixel radius
+NOISE_STD_RANGE = (0.015, 0.06)  # Gaussian pixel noise, in [0, 1] intensity units
+CLUTTER_RANGE = (0, 3)  # distractors per image, inclusive
 
 
 # --- drawing -------------------------------------------------------------------------------
@@ -282,12 +282,13 @@ def encode_png(image: np.ndarray) -> bytes:
 def _write_archive(path: Path, count: int, seed: int) -> list[int]:
     labels: list[int] = []
     with py7zr.SevenZipFile(path, mode="w", filters=ARCHIVE_FILTERS) as archive:
-        members = archive.header.files_info.files
         for image_id, (label, image) in enumerate(iter_images(count, seed), start=1):
             archive.writestr(encode_png(image), f"train/{image_id}.png")
-            members[-1]["lastwritetime"] = _FIXED_FILETIME
-            # py7zr keeps the source buffer after compressing it; drop it so memory stays flat.
-            members[-1]["data"] = io.BytesIO()
+            member = archive.header.files_info.files[-1]
+            member["lastwritetime"] = _FIXED_FILETIME
+            # writestr has already compressed the bytes but py7zr keeps the buffer until
+            # close; drop it so memory stays flat at 50,000 images.
+            member["data"] = io.BytesIO()
             labels.append(label)
     return labels
 

@@ -90,6 +90,7 @@ def train_model(
             make_dataset(validation, cfg.batch_size, shuffle_seed=None) if validation else None
         ),
         epochs=cfg.epochs,
+        shuffle=False,  # the tf.data pipeline shuffles; fit's own flag only warns
         callbacks=callbacks,
         verbose=verbose,
     )
