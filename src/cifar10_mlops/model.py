@@ -119,6 +119,9 @@ def build_model(params: ModelParams, num_classes: int) -> keras.Model:
         size = params.input_size
         x = layers.Resizing(size, size, interpolation="bilinear", name="resize")(x)
     backbone = build_backbone(params)
+    for layer in backbone.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = params.batchnorm_momentum
     if params.freeze_backbone:
         backbone.trainable = False
         # training=False keeps the frozen BatchNorm statistics fixed while the head learns.

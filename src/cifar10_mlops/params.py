@@ -42,6 +42,9 @@ class ModelParams(_Strict):
     dense_units: Annotated[int, Field(ge=1, le=8192)] = 256
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.3
     augment: bool = True
+    # Keras' ResNet50/VGG16 use 0.99: their moving statistics then need hundreds of steps to
+    # reflect the data, and short schedules evaluate on stale statistics. 0.9 tracks faster.
+    batchnorm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
 
     @field_validator("weights")
     @classmethod
