@@ -44,11 +44,14 @@ def evaluate_model(
     history = history_csv or reports_dir / config.HISTORY_CSV.name
     if history.is_file():
         plots.plot_training_curves(history, files["curves_png"])
-    plots.plot_misclassified(
-        test.images, test.labels, result.predictions, test.class_names, files["misclassified_png"],
-        max_images=params.misclassified_grid,
-        confidences=np.max(probabilities, axis=1),
-    )
+    if params.misclassified_grid > 0:
+        plots.plot_misclassified(
+            test.images, test.labels, result.predictions, test.class_names,
+            files["misclassified_png"], max_images=params.misclassified_grid,
+            confidences=np.max(probabilities, axis=1),
+        )
+    else:
+        files.pop("misclassified_png")
     report_files = [*files.values()]
     if history.is_file():
         report_files.append(history)
