@@ -38,7 +38,12 @@ def acquire(data: DataParams, raw_dir: Path) -> None:
                 "download the Kaggle cifar-10.zip yourself and use data.source: local with "
                 "data.path pointing at it"
             )
-        check_kaggle_layout(staging)
+        try:
+            check_kaggle_layout(staging)
+        except PipelineError as exc:
+            # Name the user's files, not the staging copy that is about to be deleted.
+            origin = data.path if data.source == "local" else data.source
+            raise PipelineError(str(exc).replace(str(staging), str(origin))) from None
         _swap_in(staging, raw_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
