@@ -164,6 +164,7 @@ def _readme_test_commands() -> list[str]:
             continue
         if fenced:
             command = re.sub(r"^\$\s+", "", stripped)
+            command = re.sub(r"\s+#.*$", "", command)  # a trailing shell comment is not the command
             if re.match(r"make\s+test(\s|$)", command):
                 commands.append(command)
     return commands

@@ -94,9 +94,11 @@ def train_model(
         callbacks=callbacks,
         verbose=verbose,
     )
-    # EarlyStopping restored the best epoch's weights; that model is the one we ship.
+    # EarlyStopping restored the best epoch's weights; that model is the one we ship. An
+    # uncompiled view of the same layers saves without the optimizer state, which would
+    # triple the file (Adam keeps two moments per weight) and is no use for inference.
     with atomic_path(model_path) as tmp:
-        model.save(tmp)
+        keras.Model(model.inputs, model.outputs, name=model.name).save(tmp)
     with atomic_path(history_path) as tmp:
         shutil.copyfile(history_tmp, tmp)
     losses = history.history[monitor]
