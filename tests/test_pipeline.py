@@ -135,6 +135,23 @@ def test_changing_epochs_reruns_only_train_and_evaluate_and_a_run_cache_hit_logs
     assert json.loads((repo / "reports/mlflow_run.json").read_text())["run_id"] == first_run_id
 
 
+def test_dvc_experiments_log_to_the_same_mlflow_store_with_their_name(repo):
+    """`dvc exp run --temp` runs in a copy under .dvc/tmp/exps; it must still log to the
+    repository's own mlflow.db, tagged with the experiment's name."""
+    _, before = pipeline_runs(repo)
+    dvc(repo, "exp", "run", "--temp", "-n", "three-epochs", "-S", "train.epochs=3")
+    client, after = pipeline_runs(repo)
+    assert len(after) == len(before) + 1
+    newest = after[-1]
+    assert newest.data.tags["dvc_experiment"] == "three-epochs"
+    assert newest.data.params["train.epochs"] == "3"
+    assert newest.info.status == "FINISHED"
+    assert "test_accuracy" in newest.data.metrics
+    assert not list((repo / ".dvc" / "tmp").rglob("mlflow.db"))  # no stray store in the copy
+    shown = dvc(repo, "exp", "show", "--csv").stdout
+    assert "three-epochs" in shown
+
+
 def test_cli_predict_on_a_directory_of_pngs(repo, tmp_path):
     from PIL import Image
 
