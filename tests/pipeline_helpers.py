@@ -67,10 +67,12 @@ def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
         else:
             shutil.copy2(source, target)
     write_params(root, params_changes)
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
     run(root, "git", "init", "-q")
+    # A repository-local identity: `dvc exp run` commits too, and CI may have no global one.
+    run(root, "git", "config", "user.name", "pipeline test")
+    run(root, "git", "config", "user.email", "pipeline-test@example.invalid")
     run(root, "git", "add", "-A")
-    run(root, *git, "commit", "-qm", "pipeline copy")
+    run(root, "git", "commit", "-qm", "pipeline copy")
     return root
 
 
