@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import lzma
 import re
-import shutil
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -212,7 +211,3 @@ def _copy_capped(source, sink, cap: int) -> int:
             raise PipelineError(f"{getattr(source, 'name', 'member')}: larger than {cap} bytes; refusing it")
         sink.write(chunk)
     return copied
-
-
-def copy_file(source: Path, target: Path) -> None:
-    shutil.copyfile(source, target)

@@ -15,7 +15,6 @@ import subprocess
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import keras
 
@@ -101,7 +100,8 @@ def start_pipeline_run(params: Params, data_version_tag: str, run_info_path: Pat
     if exp_name:
         tags["dvc_experiment"] = exp_name
     run = mlflow.start_run(experiment_id=experiment_id, tags=tags)
-    mlflow.log_params({key: _param_value(value) for key, value in flatten(params).items()})
+    # MLflow stores params as strings; spell YAML's null as it is written in params.yaml.
+    mlflow.log_params({key: "null" if v is None else v for key, v in flatten(params).items()})
     info = {
         "run_id": run.info.run_id,
         "experiment_id": experiment_id,
@@ -110,10 +110,6 @@ def start_pipeline_run(params: Params, data_version_tag: str, run_info_path: Pat
     }
     atomic_write_json(run_info_path, info)
     return run.info.run_id
-
-
-def _param_value(value: Any) -> Any:
-    return "null" if value is None else value
 
 
 def _redacted(uri: str) -> str:
