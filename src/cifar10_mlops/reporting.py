@@ -44,6 +44,8 @@ def evaluate_model(
     history = history_csv or reports_dir / config.HISTORY_CSV.name
     if history.is_file():
         plots.plot_training_curves(history, files["curves_png"])
+    else:
+        files.pop("curves_png")
     if params.misclassified_grid > 0:
         plots.plot_misclassified(
             test.images, test.labels, result.predictions, test.class_names,
