@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from cifar10_mlops.cli import main as cli_main
 from cifar10_mlops.errors import PipelineError
-from cifar10_mlops.gate import check_metrics, main, parse_baseline, run_gate
+from cifar10_mlops.gate import check_metrics, parse_baseline, run_gate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,11 +212,11 @@ def test_run_gate_directory_instead_of_file_raises(tmp_path):
 def test_main_exit_codes(tmp_path, capsys):
     metrics = _write(tmp_path / "metrics.json", GOOD)
     baseline = _write(tmp_path / "baseline.json", BASELINE)
-    assert main(["--metrics", str(metrics), "--baseline", str(baseline)]) == 0
+    assert cli_main(["gate", "--metrics", str(metrics), "--baseline", str(baseline)]) == 0
     _write(metrics, {**GOOD, "accuracy": 0.1})
-    assert main(["--metrics", str(metrics), "--baseline", str(baseline)]) == 1
+    assert cli_main(["gate", "--metrics", str(metrics), "--baseline", str(baseline)]) == 1
     with pytest.raises(SystemExit) as info:
-        main(["--metrics", str(tmp_path / "absent.json"), "--baseline", str(baseline)])
+        cli_main(["gate", "--metrics", str(tmp_path / "absent.json"), "--baseline", str(baseline)])
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "absent.json" in err

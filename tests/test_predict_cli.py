@@ -1,4 +1,6 @@
-"""The `cifar10-mlops` command: predict, gate wiring, and the one-line error contract."""
+"""The `cifar10-mlops predict` command, the report writer, and the one-line error contract.
+
+(The `gate` subcommand is tested in test_gate.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar10_mlops import cli
 from cifar10_mlops.config import CLASS_NAMES
 from cifar10_mlops.dataset import LabelledImages
 from cifar10_mlops.params import EvaluateParams
@@ -96,16 +97,6 @@ def test_predict_missing_model_names_the_file_and_debug_shows_the_traceback(tmp_
     debug = subprocess.run([*CLI, "--debug", "predict", "--model", str(missing), str(image_dir)],
                            capture_output=True, text=True)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
-
-
-def test_gate_subcommand_exit_codes(tmp_path, capsys):
-    metrics = tmp_path / "metrics.json"
-    baseline = tmp_path / "baseline.json"
-    baseline.write_text('{"tolerance": 0.05, "metrics": {"accuracy": {"min": 0.5}}}')
-    metrics.write_text('{"accuracy": 0.6}')
-    assert cli.main(["gate", "--metrics", str(metrics), "--baseline", str(baseline)]) == 0
-    metrics.write_text('{"accuracy": 0.2}')
-    assert cli.main(["gate", "--metrics", str(metrics), "--baseline", str(baseline)]) == 1
 
 
 def test_evaluate_model_writes_every_report(tiny_model, tmp_path):

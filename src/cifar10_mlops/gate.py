@@ -25,17 +25,13 @@ metric failure: it raises :class:`PipelineError`, as does an unreadable or inval
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cifar10_mlops.config import METRICS_JSON, ROOT
-from cifar10_mlops.errors import PipelineError, report_errors
-
-BASELINE_JSON = ROOT / ".ci" / "baseline.json"
+from cifar10_mlops.errors import PipelineError
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -267,32 +263,3 @@ def run_gate(metrics_path: Path, baseline_path: Path) -> int:
         return EXIT_FAILED
     print(f"gate: PASS - {len(results)} metric(s) within bounds")
     return EXIT_OK
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Add the gate's options to `parser` (a new one when None); the CLI can reuse this."""
-    parser = parser or argparse.ArgumentParser(
-        prog="cifar10-mlops gate", description="Fail when metrics regress past the baseline."
-    )
-    parser.add_argument(
-        "--metrics", type=Path, default=METRICS_JSON, help="metrics JSON (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--baseline",
-        type=Path,
-        default=BASELINE_JSON,
-        help="baseline JSON with the bounds (default: %(default)s)",
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    return parser
-
-
-@report_errors
-def main(argv: list[str] | None = None) -> int:
-    """`python -m cifar10_mlops.gate`: exit 0 pass, 1 regression, 2 bad input."""
-    args = build_parser().parse_args(argv)
-    return run_gate(args.metrics, args.baseline)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
