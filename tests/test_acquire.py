@@ -115,23 +115,24 @@ def test_local_without_path(raw_dir, path):
     assert listing(raw_dir.parent) == []
 
 
-def test_local_nonexistent_path(raw_dir, tmp_path):
-    missing = tmp_path / "nowhere"
-    with pytest.raises(PipelineError) as info:
-        acquire(local(missing), raw_dir)
-    assert "data.path" in str(info.value)
-    assert str(missing) in str(info.value)
-    assert listing(raw_dir.parent) == []
+def _nowhere(tmp_path):
+    return tmp_path / "nowhere"
 
 
-def test_local_directory_without_the_files(raw_dir, tmp_path):
-    empty = tmp_path / "downloads"
-    empty.mkdir()
-    (empty / TRAIN_ARCHIVE).write_bytes(b"only half of the pair")
+def _half_of_the_pair(tmp_path):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / TRAIN_ARCHIVE).write_bytes(b"only half of the pair")
+    return folder
+
+
+@pytest.mark.parametrize("make_path", [_nowhere, _half_of_the_pair], ids=["nonexistent", "without-the-files"])
+def test_local_bad_path_names_data_path_and_writes_nothing(raw_dir, tmp_path, make_path):
+    path = make_path(tmp_path)
     with pytest.raises(PipelineError) as info:
-        acquire(local(empty), raw_dir)
+        acquire(local(path), raw_dir)
     assert "data.path" in str(info.value)
-    assert str(empty) in str(info.value)
+    assert str(path) in str(info.value)
     assert listing(raw_dir.parent) == []
 
 

@@ -202,24 +202,28 @@ def test_load_kaggle_layout_sorts_by_id(make_train_7z, make_labels_csv):
     np.testing.assert_array_equal(data.images[2], images[12])
 
 
-def test_load_kaggle_layout_image_without_label(make_train_7z, make_labels_csv):
-    archive = make_train_7z({i: random_image(i) for i in range(1, 6)})
-    csv = make_labels_csv({1: "cat", 2: "dog", 4: "cat", 5: "dog"})
+@pytest.mark.parametrize(
+    ("image_ids", "label_rows", "named_file", "expected"),
+    [
+        # image 3 has no label row: the labels file is named
+        (range(1, 6), {1: "cat", 2: "dog", 4: "cat", 5: "dog"}, "csv",
+         "no label row for image 'train/3.png'"),
+        # label row 9 has no image: the archive is named
+        (range(1, 4), {1: "cat", 2: "dog", 3: "cat", 9: "frog"}, "archive",
+         "no image 'train/9.png'"),
+    ],
+    ids=["image-without-label", "label-without-image"],
+)
+def test_load_kaggle_layout_images_and_labels_must_match(
+    make_train_7z, make_labels_csv, image_ids, label_rows, named_file, expected
+):
+    archive = make_train_7z({i: random_image(i) for i in image_ids})
+    csv = make_labels_csv(label_rows)
     with pytest.raises(PipelineError) as info:
         load_kaggle_layout(archive, csv)
     message = str(info.value)
-    assert message.startswith(str(csv))
-    assert "no label row for image 'train/3.png'" in message
-
-
-def test_load_kaggle_layout_label_without_image(make_train_7z, make_labels_csv):
-    archive = make_train_7z({i: random_image(i) for i in range(1, 4)})
-    csv = make_labels_csv({1: "cat", 2: "dog", 3: "cat", 9: "frog"})
-    with pytest.raises(PipelineError) as info:
-        load_kaggle_layout(archive, csv)
-    message = str(info.value)
-    assert message.startswith(str(archive))
-    assert "no image 'train/9.png'" in message
+    assert message.startswith(str({"csv": csv, "archive": archive}[named_file]))
+    assert expected in message
 
 
 def test_load_kaggle_layout_bad_png_names_the_member(make_train_7z, make_labels_csv, png_bytes):

@@ -15,11 +15,13 @@ import subprocess
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import keras
 
 from cifar10_mlops import config
 from cifar10_mlops.atomic import atomic_write_json
+from cifar10_mlops.errors import PipelineError
 from cifar10_mlops.params import Params, flatten
 
 DB_NAME = "mlflow.db"
@@ -114,8 +116,6 @@ def start_pipeline_run(params: Params, data_version_tag: str, run_info_path: Pat
 
 def _redacted(uri: str) -> str:
     """Never write a password embedded in a tracking URI to disk."""
-    from urllib.parse import urlsplit, urlunsplit
-
     parts = urlsplit(uri)
     if parts.password:
         netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
@@ -124,8 +124,6 @@ def _redacted(uri: str) -> str:
 
 
 def read_run_id(run_info_path: Path) -> str:
-    from cifar10_mlops.errors import PipelineError
-
     try:
         return json.loads(Path(run_info_path).read_text())["run_id"]
     except (OSError, ValueError, KeyError):
