@@ -12,8 +12,13 @@ from cifar10_mlops.errors import PipelineError
 
 
 class _Strict(BaseModel):
-    # Unknown keys are an error: a misspelt key must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are an error: a misspelt key must not be silently ignored. strict: no
+    # coercion, so `epochs: "8"` or `augment: 1` is a wrong type, not quietly converted.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+_HEX_MD5 = r"^[0-9a-f]{32}$"
+_HEX_SHA256 = r"^[0-9a-f]{64}$"
 
 
 class SyntheticParams(_Strict):
@@ -21,15 +26,42 @@ class SyntheticParams(_Strict):
     seed: int = 0
 
 
+class KaggleParams(_Strict):
+    """data.source: kaggle -- the competition files through opendatasets."""
+
+    competition: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,99}$")] = "cifar-10"
+    # Kaggle publishes no checksums; pin the files you expect (sha256sum train.7z) to refuse
+    # anything else.
+    train_7z_sha256: Annotated[str, Field(pattern=_HEX_SHA256)] | None = None
+    labels_sha256: Annotated[str, Field(pattern=_HEX_SHA256)] | None = None
+    timeout_s: Annotated[int, Field(ge=1, le=86_400)] = 3600
+
+
+class Cifar10Params(_Strict):
+    """data.source: cifar10 -- the official binary archive over HTTPS, MD5-checked."""
+
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")] = (
+        "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+    )
+    # The MD5 the CIFAR-10 page publishes for cifar-10-binary.tar.gz; change it only with url.
+    md5: Annotated[str, Field(pattern=_HEX_MD5)] = "c32a1d4ab5d03f1284b67883e8d87530"
+    timeout_s: Annotated[int, Field(ge=1, le=86_400)] = 1800
+
+
 class DataParams(_Strict):
     source: Literal["synthetic", "kaggle", "cifar10", "local"] = "synthetic"
     path: str | None = None
     synthetic: SyntheticParams = SyntheticParams()
+    kaggle: KaggleParams = KaggleParams()
+    cifar10: Cifar10Params = Cifar10Params()
 
 
 class SplitParams(_Strict):
     test_size: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
     seed: int = 42
+    # CIFAR-10 binary archive only: evaluate on its official 10,000-image test_batch.bin and
+    # train on all 50,000 training images instead of the stratified split.
+    official_test: bool = False
 
 
 class ModelParams(_Strict):
