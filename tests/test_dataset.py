@@ -139,11 +139,40 @@ def test_decode_palette_becomes_its_rgb_colours():
     np.testing.assert_array_equal(decoded, expected)
 
 
-def test_decode_rgba_drops_alpha():
-    # Behaviour: alpha is dropped, not composited: the stored RGB values come through as is.
-    rgba = np.dstack([random_image(7), np.full((32, 32), 10, dtype=np.uint8)])
+def test_decode_opaque_rgba_drops_alpha():
+    rgba = np.dstack([random_image(7), np.full((32, 32), 255, dtype=np.uint8)])
     decoded = decode_png(encode(Image.fromarray(rgba, mode="RGBA")), "w")
     np.testing.assert_array_equal(decoded, rgba[..., :3])
+
+
+def _translucent_rgba() -> Image.Image:
+    alpha = np.full((32, 32), 255, dtype=np.uint8)
+    alpha[3, 4] = 10
+    return Image.fromarray(np.dstack([random_image(7), alpha]), mode="RGBA")
+
+
+def _palette_with_transparent_entry() -> Image.Image:
+    image = Image.fromarray(random_image(8)).quantize(colors=8)
+    image.info["transparency"] = int(np.asarray(image)[0, 0])
+    return image
+
+
+@pytest.mark.parametrize(
+    "make_image, mode",
+    [
+        (_translucent_rgba, "RGBA"),
+        (lambda: _translucent_rgba().convert("LA"), "LA"),
+        (_palette_with_transparent_entry, "RGBA"),
+    ],
+    ids=["rgba", "la", "palette-trns"],
+)
+def test_decode_transparent_pixels_are_refused(make_image, mode):
+    with pytest.raises(PipelineError) as info:
+        decode_png(encode(make_image()), "arch.7z: member 'train/3.png'")
+    assert str(info.value) == (
+        f"arch.7z: member 'train/3.png': image has transparent pixels (mode {mode}); CIFAR-10 "
+        "images are opaque RGB, flatten it onto a background or remove it"
+    )
 
 
 @pytest.mark.parametrize("size", [(31, 32), (32, 31), (64, 64), (1, 1)])

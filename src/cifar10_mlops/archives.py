@@ -138,12 +138,16 @@ def list_train_7z(archive: Path, max_members: int = MAX_MEMBERS) -> dict[int, st
     return members
 
 
-def read_train_7z(archive: Path, on_member: Callable[[int, bytes], None]) -> dict[int, str]:
+def read_train_7z(
+    archive: Path, on_member: Callable[[int, bytes], None], members: dict[int, str] | None = None
+) -> dict[int, str]:
     """Extract every train/<id>.png into memory, calling on_member(id, png_bytes) for each.
 
     Extraction to memory keeps 50,000 loose files off the disk (and out of DVC's hashing).
+    `members` is list_train_7z's answer when the caller already has it.
     """
-    members = list_train_7z(archive)
+    if members is None:
+        members = list_train_7z(archive)
 
     def sink(filename: str, payload: bytes) -> None:
         match = re.search(r"([1-9][0-9]{0,8})\.png$", filename)

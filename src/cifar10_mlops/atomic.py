@@ -9,6 +9,7 @@ in /tmp.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from cifar10_mlops.errors import PipelineError
 
 
 def _current_umask() -> int:
@@ -70,13 +73,32 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        os.chmod(tmp, mode)
-        _fsync_file(tmp)
-        os.replace(tmp, final)
+        with disk_full_as_error(final):
+            yield tmp
+            os.chmod(tmp, mode)
+            _fsync_file(tmp)
+            os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+# No space, over quota, over the file-size limit: the same cure for the user.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+@contextlib.contextmanager
+def disk_full_as_error(target: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a full disk while writing `target` into a one-line PipelineError."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _DISK_FULL:
+            raise
+        raise PipelineError(
+            f"{target}: could not be written ({os.strerror(exc.errno)}); free disk space and "
+            "run again, the previous version is untouched"
+        ) from None
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cifar10_mlops.archives import read_train_7z
+from cifar10_mlops.archives import list_train_7z, read_train_7z
 from cifar10_mlops.atomic import atomic_path
 from cifar10_mlops.config import CLASS_NAMES, IMAGE_SHAPE
 from cifar10_mlops.errors import PipelineError
@@ -73,54 +73,88 @@ def read_labels_csv(path: Path) -> dict[int, int]:
 
 
 def decode_png(png: bytes, where: str) -> np.ndarray:
-    """One member's bytes -> uint8 (32, 32, 3). PNG only, 32x32 only.
+    """One member's bytes -> uint8 (32, 32, 3). Opened as PNG only; 32x32 only.
 
-    Grayscale, palette and RGBA PNGs of the right size are converted to RGB (alpha dropped):
-    they are valid pictures of the same scene, and refusing them would help nobody.
+    What counts as a CIFAR-10 picture (README "Image modes"):
+    - 8-bit RGB: as is.
+    - grayscale (L, 1-bit) and palette (P): expanded to the RGB colours a viewer shows.
+    - 16-bit grayscale: the high byte of each value (convert() would clip it to white).
+    - with an alpha channel (RGBA, LA, palette transparency): only if every pixel is opaque,
+      then alpha is dropped. A transparent pixel has no defined colour, and compositing it
+      onto an invented background would feed the model pixels nobody photographed.
     """
     try:
         with Image.open(io.BytesIO(png), formats=["PNG"]) as image:
             image.load()
             if image.size != IMAGE_SHAPE[:2]:
                 raise PipelineError(
-                    f"{where}: image is {image.size[0]}x{image.size[1]}; CIFAR-10 images are 32x32"
+                    f"{where}: image is {image.size[0]}x{image.size[1]}; CIFAR-10 images are "
+                    "32x32, resize it or remove it"
                 )
-            if image.mode == "I" or image.mode.startswith("I;16"):
-                # 16-bit grayscale (Pillow says I;16, older versions I): convert("RGB") clips
-                # every value above 255, giving a white image; keep the high byte instead.
-                high = np.asarray(image).astype(np.int64) >> 8
-                image = Image.fromarray(np.clip(high, 0, 255).astype(np.uint8))
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            return np.asarray(image, dtype=np.uint8)
+            return _to_rgb(image, where)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise PipelineError(f"{where}: not a readable PNG image; replace or remove it") from None
 
 
-def load_kaggle_layout(archive: Path, labels_csv: Path) -> LabelledImages:
+def _to_rgb(image: Image.Image, where: str) -> np.ndarray:
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        high = np.asarray(image).astype(np.int64) >> 8
+        image = Image.fromarray(np.clip(high, 0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255:
+            raise PipelineError(
+                f"{where}: image has transparent pixels (mode {image.mode}); CIFAR-10 images "
+                "are opaque RGB, flatten it onto a background or remove it"
+            )
+    if image.mode not in ("RGB", "RGBA", "L", "LA", "1", "P", "PA"):
+        raise PipelineError(
+            f"{where}: image mode {image.mode} is not 8-bit RGB, grayscale or palette; "
+            "convert it to RGB or remove it"
+        )
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def check_kaggle_files(archive: Path, labels_csv: Path) -> tuple[dict[int, str], dict[int, int]]:
+    """The checks that need no decompression: archive member names, the labels file, and
+    that every image has exactly one label row. Returns ({id: member}, {id: class index})."""
     labels_by_id = read_labels_csv(labels_csv)
-    decoded: dict[int, np.ndarray] = {}
-
-    def on_member(image_id: int, png: bytes) -> None:
-        decoded[image_id] = decode_png(png, f"{archive}: member 'train/{image_id}.png'")
-
-    read_train_7z(archive, on_member)
-    unlabelled = sorted(set(decoded) - set(labels_by_id))
+    members = list_train_7z(archive)
+    unlabelled = sorted(set(members) - set(labels_by_id))
     if unlabelled:
         raise PipelineError(
             f"{labels_csv}: no label row for image 'train/{unlabelled[0]}.png' "
             f"({len(unlabelled)} unlabelled); add the rows or remove the images"
         )
-    missing = sorted(set(labels_by_id) - set(decoded))
+    missing = sorted(set(labels_by_id) - set(members))
     if missing:
         raise PipelineError(
             f"{archive}: no image 'train/{missing[0]}.png' for the label row with id {missing[0]} "
             f"({len(missing)} missing); the archive is incomplete"
         )
-    ids = np.array(sorted(decoded), dtype=np.int64)
+    return members, labels_by_id
+
+
+def load_kaggle_layout(archive: Path, labels_csv: Path) -> LabelledImages:
+    """Check names against labels first (cheap, before any decompression), then decode each
+    PNG straight into its row of one preallocated uint8 array."""
+    members, labels_by_id = check_kaggle_files(archive, labels_csv)
+    ids = np.array(sorted(members), dtype=np.int64)
+    row_of = {int(image_id): row for row, image_id in enumerate(ids)}
     images = np.empty((len(ids), *IMAGE_SHAPE), dtype=np.uint8)
-    for row, image_id in enumerate(ids):
-        images[row] = decoded.pop(int(image_id))
+    seen = np.zeros(len(ids), dtype=bool)
+
+    def on_member(image_id: int, png: bytes) -> None:
+        row = row_of[image_id]
+        images[row] = decode_png(png, f"{archive}: member 'train/{image_id}.png'")
+        seen[row] = True
+
+    read_train_7z(archive, on_member, members)
+    if not seen.all():  # the archive listed a member that extraction never produced
+        lost = int(ids[np.argmin(seen)])
+        raise PipelineError(f"{archive}: member 'train/{lost}.png' could not be extracted; download it again")
     labels = np.array([labels_by_id[int(i)] for i in ids], dtype=np.int64)
     return LabelledImages(images=images, labels=labels, ids=ids)
 
@@ -160,12 +194,24 @@ def _subset(data: LabelledImages, index: np.ndarray) -> LabelledImages:
 
 
 def save_npz(data: LabelledImages, path: Path) -> None:
-    """Uncompressed npz (PNG-like pixels barely compress, and loading stays a memcpy)."""
     with atomic_path(path) as tmp:
-        np.savez(
-            tmp, images=data.images, labels=data.labels, ids=data.ids,
-            class_names=np.array(data.class_names),
-        )
+        _write_npz(data, tmp)
+
+
+def save_split(train: LabelledImages, test: LabelledImages, train_path: Path, test_path: Path) -> None:
+    """Both files or neither: a failure while writing the second must not pair a new
+    train.npz with the old test.npz."""
+    with atomic_path(train_path) as train_tmp, atomic_path(test_path) as test_tmp:
+        _write_npz(train, train_tmp)
+        _write_npz(test, test_tmp)
+
+
+def _write_npz(data: LabelledImages, path: Path) -> None:
+    """Uncompressed npz (PNG-like pixels barely compress, and loading stays a memcpy)."""
+    np.savez(
+        path, images=data.images, labels=data.labels, ids=data.ids,
+        class_names=np.array(data.class_names),
+    )
 
 
 def load_npz(path: Path) -> LabelledImages:

@@ -35,6 +35,20 @@ def report_errors(func: Callable[..., T]) -> Callable[..., T]:
             if debug_requested():
                 traceback.print_exc()
             print(f"error: {exc}", file=sys.stderr)
+            _put_back_last_good_outputs()
             raise SystemExit(EXIT_BAD_INPUT) from None
+        except BaseException as exc:  # a bug or Ctrl-C: the traceback stays, outputs come back
+            if not (isinstance(exc, SystemExit) and exc.code in (0, None)):
+                _put_back_last_good_outputs()
+            raise
 
     return wrapper
+
+
+def _put_back_last_good_outputs() -> None:
+    from cifar10_mlops.config import ROOT
+    from cifar10_mlops.last_good import restore_after_failure
+
+    restored = restore_after_failure(ROOT)
+    if restored:
+        print(f"kept the last good outputs: {', '.join(restored)} restored from the DVC cache")
