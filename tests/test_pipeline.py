@@ -165,3 +165,42 @@ def test_cli_predict_on_a_directory_of_pngs(repo, tmp_path):
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["path", "label", "confidence"]
     assert len(rows) == 3 and all(0.0 <= float(row["confidence"]) <= 1.0 for row in rows)
+
+
+def _outputs(repo):
+    """Every output file DVC manages, with its bytes' digest."""
+    import hashlib
+
+    files = [p for d in ("data/raw", "data/processed", "models", "reports") for p in (repo / d).rglob("*")]
+    return {str(p.relative_to(repo)): hashlib.md5(p.read_bytes()).hexdigest() for p in files if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "change, failing_stage, message",
+    [
+        ({"train": {"epochs": 0}}, "train", "params.yaml: key 'train.epochs' = 0: Input should be greater"),
+        # Valid params, impossible split: 0.999 of 200 images leaves one to train on.
+        ({"split": {"test_size": 0.999}}, "preprocess", "too few for a stratified split"),
+    ],
+    ids=["bad-param-in-train", "impossible-split-in-preprocess"],
+)
+def test_a_failing_stage_keeps_the_last_good_outputs(repo, change, failing_stage, message):
+    """`dvc repro` deletes a stage's outputs before running it; when the stage fails, the
+    outputs dvc.lock records are put back from the DVC cache, byte for byte."""
+    params_text = (repo / "params.yaml").read_text()
+    dvc(repo, "repro")  # start from an up-to-date pipeline
+    before = _outputs(repo)
+    params = yaml.safe_load(params_text)
+    (repo / "params.yaml").write_text(yaml.safe_dump(deep_update(params, change), sort_keys=False))
+    try:
+        result = dvc(repo, "repro", check=False)
+        assert result.returncode != 0
+        assert f"Running stage '{failing_stage}'" in result.stdout
+        ours = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(ours) == 1 and message in ours[0], result.stderr
+        assert "Traceback" not in result.stderr
+        assert "kept the last good outputs" in result.stdout
+        assert _outputs(repo) == before
+    finally:
+        (repo / "params.yaml").write_text(params_text)
+    assert "Running stage" not in dvc(repo, "repro").stdout  # still up to date
