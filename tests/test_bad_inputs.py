@@ -23,12 +23,11 @@ import numpy as np
 import py7zr
 import pytest
 import yaml
+from conftest import _write_7z, encode_png, random_image
 from PIL import Image
 
 from cifar10_mlops import synthetic
 from cifar10_mlops.config import LABELS_CSV, TRAIN_ARCHIVE
-
-from conftest import _write_7z, encode_png, random_image
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
