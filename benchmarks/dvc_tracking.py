@@ -23,46 +23,18 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-
-NAIVE = r"""
-import sys, numpy as np, py7zr
-from pathlib import Path
-from PIL import Image
-raw, out = Path(sys.argv[1]), Path(sys.argv[2])
-with py7zr.SevenZipFile(raw / "train.7z") as archive:
-    archive.extractall(out)
-images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((out / "train").iterdir())]
-x = np.array(images, dtype=np.float32) / 255.0
-print(x.shape)
-"""
+from measure import BIN, NAIVE_EXTRACT_PREPROCESS, measured, python_code
 
 PIPELINE = r"""
 import sys
 from pathlib import Path
-from cifar10_mlops.dataset import load_kaggle_layout, save_npz, stratified_split
+from cifar10_mlops.dataset import load_kaggle_layout, save_split, stratified_split
 raw, out = Path(sys.argv[1]), Path(sys.argv[2])
 data = load_kaggle_layout(raw / "train.7z", raw / "trainLabels.csv")
 train, test = stratified_split(data, 0.2, 42)
-save_npz(train, out / "train.npz")
-save_npz(test, out / "test.npz")
+save_split(train, test, out / "train.npz", out / "test.npz")
 print(data.images.shape)
 """
-
-
-def child(code: str, *args: str) -> tuple[float, float]:
-    """Seconds and peak RSS (MiB) of `code` run in a fresh interpreter."""
-    wrapper = (
-        "import resource, runpy, sys, time\n"
-        "start = time.perf_counter()\n"
-        f"exec(compile({code!r}, 'bench', 'exec'))\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
-        "print('BENCH', time.perf_counter() - start, peak)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", wrapper, *args], capture_output=True, text=True, check=True)
-    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("BENCH"))
-    _, seconds, peak = line.split()
-    return float(seconds), float(peak)
 
 
 def dvc_figures(repo: Path, targets: list[str]) -> dict[str, float]:
@@ -93,8 +65,8 @@ def main() -> None:
         naive_dir, pipeline_dir = work / "naive", work / "pipeline"
         naive_dir.mkdir()
         pipeline_dir.mkdir()
-        naive_s, naive_mb = child(NAIVE, str(raw), str(naive_dir))
-        pipe_s, pipe_mb = child(PIPELINE, str(raw), str(pipeline_dir))
+        naive_s, naive_mb = measured(python_code(NAIVE_EXTRACT_PREPROCESS, str(raw), str(naive_dir)))
+        pipe_s, pipe_mb = measured(python_code(PIPELINE, str(raw), str(pipeline_dir)))
         results = {
             "extract+preprocess naive": {"s": round(naive_s, 2), "peak RSS MiB": round(naive_mb)},
             "extract+preprocess pipeline": {"s": round(pipe_s, 2), "peak RSS MiB": round(pipe_mb)},
