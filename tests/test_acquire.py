@@ -187,17 +187,6 @@ def test_failed_zip_acquire_leaves_previous_raw_intact(raw_dir, previous_raw, tm
     assert listing(raw_dir.parent) == ["raw"]
 
 
-@pytest.mark.parametrize("source", ["kaggle", "cifar10"])
-def test_unavailable_sources_raise_a_clear_error(raw_dir, previous_raw, source):
-    with pytest.raises(PipelineError) as info:
-        acquire(DataParams(source=source), raw_dir)
-    message = str(info.value)
-    assert f"data.source '{source}'" in message
-    assert "data.source: local" in message
-    assert file_bytes(raw_dir) == previous_raw
-    assert listing(raw_dir.parent) == ["raw"]
-
-
 # --- the stage scripts' error contract ------------------------------------------------------
 
 

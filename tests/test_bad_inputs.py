@@ -23,6 +23,7 @@ import numpy as np
 import py7zr
 import pytest
 import yaml
+from cifar_binary_helpers import running_server, write_official_archive
 from conftest import _write_7z, encode_png, random_image
 from PIL import Image
 
@@ -54,9 +55,11 @@ class Project:
         (directory / LABELS_CSV).write_text("id,label\n" + "".join(f"{row}\n" for row in rows))
 
 
-def run_stage(root: Path, stage: str, preexec: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIFAR10_MLOPS_", "DVC_"))}
-    env["CIFAR10_MLOPS_ROOT"] = str(root)
+def run_stage(
+    root: Path, stage: str, preexec: Callable[[], None] | None = None, **env_changes: str
+) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIFAR10_MLOPS_", "DVC_", "KAGGLE_"))}
+    env.update(CIFAR10_MLOPS_ROOT=str(root), no_proxy="127.0.0.1,localhost", **env_changes)
     return subprocess.run(
         [sys.executable, str(REPO / "src" / "stages" / f"{stage}.py")],
         cwd=root, env=env, capture_output=True, text=True, timeout=300, preexec_fn=preexec,
@@ -218,8 +221,8 @@ CASES = [
      "{src}/train.7z: member 'train/1.png' declares 52428800 bytes, above the 65536-byte cap "
      "for a 32x32 PNG; refusing a possible archive bomb"),
     ("missing-labels-csv", "download", missing_labels,
-     "data.path '{src}': holds neither train.7z + trainLabels.csv nor cifar-10.zip; put the "
-     "Kaggle files there"),
+     "data.path '{src}': holds neither train.7z + trainLabels.csv, nor cifar-10.zip, nor "
+     "cifar-10-binary.tar.gz; put the data set files there"),
     ("empty-labels-csv", "download", empty_labels,
      "{src}/trainLabels.csv: empty file; expected a CSV with header id,label"),
     ("unknown-class-name", "download", unknown_class,
@@ -313,12 +316,80 @@ def test_debug_output_adds_the_traceback(project):
     assert env_result.stderr.rstrip().endswith("fix data.path")
 
 
+# --- downloads: the official archive from a local HTTP server, Kaggle without credentials ----
+
+CHECKSUM_MESSAGE = (
+    "{url}: MD5 of the download is {actual}, expected {expected}; the file is corrupt or not "
+    "the official archive and was deleted; run again, or check data.cifar10.url and "
+    "data.cifar10.md5"
+)
+CUT_OFF_MESSAGE = (
+    "{url}: the connection closed after {got} of {total} bytes; the partial download is kept "
+    "in {root}/data/downloads/cifar-10-binary.tar.gz.part, run again to resume"
+)
+NO_KAGGLE_CREDENTIALS_MESSAGE = (
+    "data.source is 'kaggle' but no Kaggle credentials were found: set KAGGLE_USERNAME and "
+    "KAGGLE_KEY, or save the kaggle.json from https://www.kaggle.com/settings/api ('Create New "
+    "Token') as ~/.kaggle/kaggle.json (or $KAGGLE_CONFIG_DIR/kaggle.json)"
+)
+
+
+@pytest.fixture
+def archive_server():
+    with running_server() as server:
+        yield server
+
+
+def official_download(project: Project, server, behaviour: str, md5: str | None = None) -> tuple[str, bytes]:
+    archive = write_official_archive(project.source.parent / "served" / "cifar-10-binary.tar.gz")
+    payload = archive.read_bytes()
+    url = server.serve("/cifar-10-binary.tar.gz", payload, behaviour)
+    cifar10 = {"url": url, "md5": md5 or hashlib.md5(payload).hexdigest(), "timeout_s": 20}
+    project.write_params({"data": {"source": "cifar10", "cifar10": cifar10}})
+    return url, payload
+
+
+def test_checksum_mismatch_fails_cleanly(project, archive_server):
+    url, payload = official_download(project, archive_server, "ok", md5="0" * 32)
+    before = snapshot(project.root / "data/raw")
+    result = run_stage(project.root, "download")
+    expected = CHECKSUM_MESSAGE.format(url=url, actual=hashlib.md5(payload).hexdigest(), expected="0" * 32)
+    assert_clean_failure(result, expected, before, snapshot(project.root / "data/raw"))
+    assert not list((project.root / "data/downloads").glob("*"))  # the bad file is gone
+
+
+def test_download_cut_off_half_way_fails_cleanly_and_resumes(project, archive_server):
+    url, payload = official_download(project, archive_server, "cut")
+    before = snapshot(project.root / "data/raw")
+    result = run_stage(project.root, "download")
+    expected = CUT_OFF_MESSAGE.format(url=url, got=len(payload) // 2, total=len(payload), root=project.root)
+    assert_clean_failure(result, expected, before, snapshot(project.root / "data/raw"))
+    archive_server.behaviours["/cifar-10-binary.tar.gz"] = ["ok"]
+    assert run_stage(project.root, "download").returncode == 0
+    assert archive_server.range_headers()[-1] == f"bytes={len(payload) // 2}-"
+    assert (project.root / "data/raw/cifar-10-batches-bin/data_batch_1.bin").is_file()
+
+
+def test_kaggle_without_credentials_fails_cleanly(project, tmp_path):
+    project.write_params({"data": {"source": "kaggle"}})
+    before = snapshot(project.root / "data/raw")
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    result = run_stage(project.root, "download", HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
+    assert_clean_failure(result, NO_KAGGLE_CREDENTIALS_MESSAGE, before, snapshot(project.root / "data/raw"))
+
+
 def readme_form(message: str) -> str:
-    return message.format(src="<data.path>", root="<repo>")
+    return message.format(
+        src="<data.path>", root="<repo>", url="<data.cifar10.url>", actual="<actual md5>",
+        expected="<data.cifar10.md5>", got="<N>", total="<M>",
+    )
 
 
 def test_readme_table_shows_every_message_word_for_word():
     readme = README.read_text(encoding="utf-8")
-    messages = [case[3] for case in CASES] + [DISK_FULL_MESSAGE]
+    messages = [case[3] for case in CASES] + [
+        DISK_FULL_MESSAGE, CHECKSUM_MESSAGE, CUT_OFF_MESSAGE, NO_KAGGLE_CREDENTIALS_MESSAGE
+    ]
     missing = [readme_form(m) for m in messages if readme_form(m) not in readme]
     assert not missing, "README bad-input table is out of date:\n" + "\n".join(missing)

@@ -1,8 +1,12 @@
-"""The download stage: put the Kaggle-layout files (train.7z + trainLabels.csv) in data/raw.
+"""The download stage: put one of the two raw layouts in data/raw.
 
-Every source ends in the same two files, so the stages after this one cannot tell the
-embedded synthetic set from the real Kaggle download. The new files are assembled in a
-temporary sibling directory and swapped in only when complete and checked.
+- Kaggle layout, train.7z + trainLabels.csv: the embedded synthetic set, the Kaggle download,
+  or the user's own Kaggle files (data.source: local);
+- binary layout, cifar-10-batches-bin/*.bin: the official archive (data.source: cifar10,
+  downloaded into data/downloads and MD5-checked) or a local cifar-10-binary.tar.gz.
+
+The new files are assembled in a temporary sibling directory and swapped in only when
+complete and checked (raw_layout.check_layout), so a failure leaves the previous data/raw.
 """
 
 from __future__ import annotations
@@ -11,47 +15,65 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from cifar10_mlops import synthetic
-from cifar10_mlops.archives import extract_zip_members, list_train_7z
+from cifar10_mlops import config, synthetic
+from cifar10_mlops.archives import KAGGLE_ZIP_MEMBER_CAPS, extract_zip_members
+from cifar10_mlops.atomic import disk_full_as_error
+from cifar10_mlops.cifar_binary import ARCHIVE_NAME as BINARY_ARCHIVE
+from cifar10_mlops.cifar_binary import extract_binary_tar
 from cifar10_mlops.config import LABELS_CSV, TRAIN_ARCHIVE
-from cifar10_mlops.dataset import read_labels_csv
 from cifar10_mlops.errors import PipelineError
-from cifar10_mlops.params import DataParams
+from cifar10_mlops.http_download import download_verified
+from cifar10_mlops.kaggle_source import fetch_competition
+from cifar10_mlops.params import Cifar10Params, DataParams
+from cifar10_mlops.raw_layout import check_layout
 
 KAGGLE_ZIP = "cifar-10.zip"
-# train.7z is 104.6 MB and trainLabels.csv ~0.6 MB in the real competition files.
-ZIP_MEMBER_CAPS = {TRAIN_ARCHIVE: 2 * 1024**3, LABELS_CSV: 64 * 1024**2}
 
 
-def acquire(data: DataParams, raw_dir: Path) -> None:
+def acquire(data: DataParams, raw_dir: Path, downloads_dir: Path | None = None) -> None:
+    """Fill raw_dir from data.source. downloads_dir (default config.DOWNLOADS_DIR) caches
+    downloaded archives between runs."""
     raw_dir = Path(raw_dir)
+    cached_archive = Path(downloads_dir or config.DOWNLOADS_DIR) / BINARY_ARCHIVE
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.tmp-", dir=raw_dir.parent))
     try:
-        if data.source == "synthetic":
-            synthetic.write_kaggle_layout(staging, data.synthetic.count, data.synthetic.seed)
-        elif data.source == "local":
-            stage_local_files(data.path, staging)
-        else:
-            raise PipelineError(
-                f"params.yaml: data.source '{data.source}' is not available in this version; "
-                "download the Kaggle cifar-10.zip yourself and use data.source: local with "
-                "data.path pointing at it"
-            )
+        with disk_full_as_error(raw_dir):
+            _fill_staging(data, staging, cached_archive)
         try:
-            check_kaggle_layout(staging)
+            check_layout(staging)
         except PipelineError as exc:
             # Name the user's files, not the staging copy that is about to be deleted.
-            origin = data.path if data.source == "local" else data.source
+            origins = {"local": data.path, "cifar10": cached_archive}
+            origin = origins.get(data.source, data.source)
             raise PipelineError(str(exc).replace(str(staging), str(origin))) from None
         _swap_in(staging, raw_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _fill_staging(data: DataParams, staging: Path, cached_archive: Path) -> None:
+    if data.source == "synthetic":
+        synthetic.write_kaggle_layout(staging, data.synthetic.count, data.synthetic.seed)
+    elif data.source == "local":
+        stage_local_files(data.path, staging)
+    elif data.source == "cifar10":
+        stage_official_archive(data.cifar10, cached_archive, staging)
+    else:
+        fetch_competition(data.kaggle, staging)
+
+
+def stage_official_archive(cifar10: Cifar10Params, archive: Path, staging: Path) -> None:
+    """Download cifar-10-binary.tar.gz to `archive` (or reuse it there when its MD5 matches)
+    and extract it into staging."""
+    download_verified(cifar10.url, archive, cifar10.md5, cifar10.timeout_s)
+    extract_binary_tar(archive, staging)
+
+
 def stage_local_files(path: str | None, staging: Path) -> None:
-    """Copy user-supplied files (a directory with train.7z + trainLabels.csv, or the Kaggle
-    cifar-10.zip, given as a file or a directory holding it) into staging."""
+    """Copy or extract user-supplied files into staging: a directory with train.7z +
+    trainLabels.csv, the Kaggle cifar-10.zip, or the official cifar-10-binary.tar.gz (the
+    archives given as a file or a directory holding one). Local files carry no checksum."""
     if not path:
         raise PipelineError("params.yaml: data.source is 'local' but data.path is empty; set data.path")
     source = Path(path).expanduser()
@@ -64,24 +86,23 @@ def stage_local_files(path: str | None, staging: Path) -> None:
             return
         if (source / KAGGLE_ZIP).is_file():
             source = source / KAGGLE_ZIP
+        elif (source / BINARY_ARCHIVE).is_file():
+            source = source / BINARY_ARCHIVE
         else:
             raise PipelineError(
-                f"data.path '{source}': holds neither {TRAIN_ARCHIVE} + {LABELS_CSV} nor "
-                f"{KAGGLE_ZIP}; put the Kaggle files there"
+                f"data.path '{source}': holds neither {TRAIN_ARCHIVE} + {LABELS_CSV}, nor "
+                f"{KAGGLE_ZIP}, nor {BINARY_ARCHIVE}; put the data set files there"
             )
     if source.name.endswith(".zip"):
-        extract_zip_members(source, ZIP_MEMBER_CAPS, staging)
+        extract_zip_members(source, KAGGLE_ZIP_MEMBER_CAPS, staging)
+        return
+    if source.name.endswith((".tar.gz", ".tgz")):
+        extract_binary_tar(source, staging)
         return
     raise PipelineError(
         f"data.path '{source}': unsupported file; give a directory with {TRAIN_ARCHIVE} + "
-        f"{LABELS_CSV}, or {KAGGLE_ZIP}"
+        f"{LABELS_CSV}, or {KAGGLE_ZIP}, or {BINARY_ARCHIVE}"
     )
-
-
-def check_kaggle_layout(directory: Path) -> None:
-    """Fail now, in the download stage, rather than after a long extraction."""
-    list_train_7z(directory / TRAIN_ARCHIVE)
-    read_labels_csv(directory / LABELS_CSV)
 
 
 def _swap_in(staging: Path, target: Path) -> None:

@@ -20,6 +20,7 @@ import py7zr
 import py7zr.exceptions
 from py7zr.io import Py7zIO, WriterFactory
 
+from cifar10_mlops.config import LABELS_CSV, TRAIN_ARCHIVE
 from cifar10_mlops.errors import PipelineError
 
 # The real set holds 50,000 training images; leave room for bigger user sets but not for bombs.
@@ -31,6 +32,9 @@ _DECOMPRESSION_ERRORS = (lzma.LZMAError, zlib.error)
 # honest member and far below what a bomb declares.
 MAX_PNG_BYTES = 64 * 1024
 PNG_MEMBER = re.compile(r"^train/([1-9][0-9]{0,8})\.png$")
+# What is taken out of the Kaggle cifar-10.zip (never the 600 MB test.7z). train.7z is
+# 104.6 MB and trainLabels.csv ~0.6 MB in the real files: room for bigger sets, not for a bomb.
+KAGGLE_ZIP_MEMBER_CAPS = {TRAIN_ARCHIVE: 2 * 1024**3, LABELS_CSV: 64 * 1024**2}
 
 
 def check_member_name(archive: Path, name: str) -> PurePosixPath:

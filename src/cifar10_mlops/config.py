@@ -42,6 +42,9 @@ ROOT = project_root()
 PARAMS_FILE = ROOT / "params.yaml"
 DATA_DIR = ROOT / "data"
 RAW_DIR = DATA_DIR / "raw"
+# Download cache (not a DVC output): a verified archive is reused when unrelated data params
+# change, and a half-finished download (.part) survives for resuming.
+DOWNLOADS_DIR = DATA_DIR / "downloads"
 EXTRACTED_DIR = DATA_DIR / "extracted"
 PROCESSED_DIR = DATA_DIR / "processed"
 MODELS_DIR = ROOT / "models"

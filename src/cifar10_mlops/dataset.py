@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cifar10_mlops.archives import list_train_7z, read_train_7z
-from cifar10_mlops.atomic import atomic_path
+from cifar10_mlops.atomic import atomic_path, disk_full_as_error
 from cifar10_mlops.config import CLASS_NAMES, IMAGE_SHAPE
 from cifar10_mlops.errors import PipelineError
 
@@ -202,8 +202,11 @@ def save_split(train: LabelledImages, test: LabelledImages, train_path: Path, te
     """Both files or neither: a failure while writing the second must not pair a new
     train.npz with the old test.npz."""
     with atomic_path(train_path) as train_tmp, atomic_path(test_path) as test_tmp:
-        _write_npz(train, train_tmp)
-        _write_npz(test, test_tmp)
+        # Translated here, so a full disk names the file being written, not the inner one.
+        with disk_full_as_error(train_path):
+            _write_npz(train, train_tmp)
+        with disk_full_as_error(test_path):
+            _write_npz(test, test_tmp)
 
 
 def _write_npz(data: LabelledImages, path: Path) -> None:

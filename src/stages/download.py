@@ -1,4 +1,5 @@
-"""DVC stage `download`: fetch (or generate) train.7z + trainLabels.csv into data/raw."""
+"""DVC stage `download`: generate, download or copy the data set into data/raw (the Kaggle
+train.7z + trainLabels.csv, or the official cifar-10-batches-bin/), checked before it lands."""
 
 from cifar10_mlops import config
 from cifar10_mlops.acquire import acquire

@@ -1,0 +1,63 @@
+"""What data/raw holds, and how each layout becomes the (train, test) split.
+
+Two layouts reach data/raw:
+- Kaggle: train.7z + trainLabels.csv (data.source synthetic, kaggle, or local Kaggle files);
+- binary: cifar-10-batches-bin/*.bin (data.source cifar10, or a local cifar-10-binary.tar.gz).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from cifar10_mlops.cifar_binary import BATCHES_DIR, check_binary_batches, load_binary_batches
+from cifar10_mlops.config import LABELS_CSV, TRAIN_ARCHIVE
+from cifar10_mlops.dataset import (
+    LabelledImages,
+    check_kaggle_files,
+    load_kaggle_layout,
+    stratified_split,
+)
+from cifar10_mlops.errors import PipelineError
+from cifar10_mlops.params import SplitParams
+
+Layout = Literal["kaggle", "binary"]
+
+
+def detect_layout(raw_dir: Path) -> Layout:
+    raw_dir = Path(raw_dir)
+    # Either Kaggle file alone still counts, so the error names the one that is missing.
+    if (raw_dir / TRAIN_ARCHIVE).exists() or (raw_dir / LABELS_CSV).exists():
+        return "kaggle"
+    if (raw_dir / BATCHES_DIR).is_dir():
+        return "binary"
+    raise PipelineError(
+        f"{raw_dir}: holds neither {TRAIN_ARCHIVE} + {LABELS_CSV} nor {BATCHES_DIR}/; "
+        "run the download stage first (dvc repro download)"
+    )
+
+
+def check_layout(raw_dir: Path) -> None:
+    """Cheap checks of whichever layout raw_dir holds (the download stage runs them)."""
+    if detect_layout(raw_dir) == "binary":
+        check_binary_batches(Path(raw_dir) / BATCHES_DIR)
+    else:
+        check_kaggle_files(Path(raw_dir) / TRAIN_ARCHIVE, Path(raw_dir) / LABELS_CSV)
+
+
+def load_split(raw_dir: Path, split: SplitParams) -> tuple[LabelledImages, LabelledImages]:
+    """(train, test) from raw_dir, following params.yaml's split section."""
+    raw_dir = Path(raw_dir)
+    if detect_layout(raw_dir) == "binary":
+        return load_binary_batches(
+            raw_dir / BATCHES_DIR, split.official_test, split.test_size, split.seed
+        )
+    if split.official_test:
+        raise PipelineError(
+            f"params.yaml: split.official_test is true, but {raw_dir} holds the Kaggle files "
+            f"({TRAIN_ARCHIVE} + {LABELS_CSV}), which have no labelled test set; set "
+            "split.official_test: false, or use data.source: cifar10 or a local "
+            "cifar-10-binary.tar.gz"
+        )
+    data = load_kaggle_layout(raw_dir / TRAIN_ARCHIVE, raw_dir / LABELS_CSV)
+    return stratified_split(data, split.test_size, split.seed)
