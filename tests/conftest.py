@@ -202,3 +202,15 @@ def make_kaggle_zip(tmp_path, make_kaggle_dir):
         return path
 
     return make
+
+
+@pytest.fixture
+def archive_server(monkeypatch):
+    """A real HTTP server on 127.0.0.1 serving generated archives (cifar_binary_helpers)."""
+    from cifar_binary_helpers import running_server
+
+    # A proxy set in the environment must not intercept requests to the local server.
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+    with running_server() as running:
+        yield running

@@ -23,7 +23,7 @@ import numpy as np
 import py7zr
 import pytest
 import yaml
-from cifar_binary_helpers import running_server, write_official_archive
+from cifar_binary_helpers import write_official_archive
 from conftest import _write_7z, encode_png, random_image
 from PIL import Image
 
@@ -332,12 +332,6 @@ NO_KAGGLE_CREDENTIALS_MESSAGE = (
     "KAGGLE_KEY, or save the kaggle.json from https://www.kaggle.com/settings/api ('Create New "
     "Token') as ~/.kaggle/kaggle.json (or $KAGGLE_CONFIG_DIR/kaggle.json)"
 )
-
-
-@pytest.fixture
-def archive_server():
-    with running_server() as server:
-        yield server
 
 
 def official_download(project: Project, server, behaviour: str, md5: str | None = None) -> tuple[str, bytes]:

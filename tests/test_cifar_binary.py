@@ -25,7 +25,6 @@ from cifar_binary_helpers import (
     md5_of,
     official_entries,
     official_members,
-    running_server,
     special_entry,
     unused_port,
     write_batches_dir,
@@ -67,13 +66,6 @@ def run_stage(root: Path, script: str) -> subprocess.CompletedProcess:
         cwd=root, env=env, capture_output=True, text=True, timeout=120,
     )
 
-
-@pytest.fixture
-def server(monkeypatch):
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
-    with running_server() as running:
-        yield running
 
 
 # --- parsing: the record layout ---------------------------------------------------------------
@@ -406,9 +398,9 @@ def cifar10_params(url: str, md5: str) -> DataParams:
     return DataParams(source="cifar10", cifar10={"url": url, "md5": md5, "timeout_s": 10})
 
 
-def test_cifar10_source_downloads_verifies_and_extracts(tmp_path, raw_dir, previous_raw, server):
+def test_cifar10_source_downloads_verifies_and_extracts(tmp_path, raw_dir, previous_raw, archive_server):
     archive = write_official_archive(tmp_path / "site" / "cifar-10-binary.tar.gz")
-    url = server.serve("/~kriz/cifar-10-binary.tar.gz", archive.read_bytes())
+    url = archive_server.serve("/~kriz/cifar-10-binary.tar.gz", archive.read_bytes())
     downloads = tmp_path / "project" / "data" / "downloads"
     acquire(cifar10_params(url, md5_of(archive)), raw_dir, downloads_dir=downloads)
 
@@ -420,14 +412,14 @@ def test_cifar10_source_downloads_verifies_and_extracts(tmp_path, raw_dir, previ
 
     # A second run (e.g. after another data param changed) reuses the verified archive.
     acquire(cifar10_params(url, md5_of(archive)), raw_dir, downloads_dir=downloads)
-    assert len(server.requests) == 1
+    assert len(archive_server.requests) == 1
     assert raw_files(raw_dir) == official_members()
 
 
 @pytest.mark.parametrize("failure", ["404", "md5"])
-def test_cifar10_source_failure_leaves_the_previous_raw_intact(tmp_path, raw_dir, previous_raw, server, failure):
+def test_cifar10_source_failure_leaves_the_previous_raw_intact(tmp_path, raw_dir, previous_raw, archive_server, failure):
     archive = write_official_archive(tmp_path / "site" / "cifar-10-binary.tar.gz")
-    url = server.serve("/c.tar.gz", archive.read_bytes(), "404" if failure == "404" else "ok")
+    url = archive_server.serve("/c.tar.gz", archive.read_bytes(), "404" if failure == "404" else "ok")
     md5 = "f" * 32 if failure == "md5" else md5_of(archive)
     downloads = tmp_path / "project" / "data" / "downloads"
     with pytest.raises(PipelineError) as info:
@@ -438,16 +430,16 @@ def test_cifar10_source_failure_leaves_the_previous_raw_intact(tmp_path, raw_dir
     assert not any(p.name.startswith(".raw") for p in raw_dir.parent.iterdir())  # no staging left
 
 
-def test_cifar10_source_resumes_a_cut_download_on_the_next_run(tmp_path, raw_dir, server):
+def test_cifar10_source_resumes_a_cut_download_on_the_next_run(tmp_path, raw_dir, archive_server):
     archive = write_official_archive(tmp_path / "site" / "cifar-10-binary.tar.gz")
-    url = server.serve("/c.tar.gz", archive.read_bytes(), "cut", "ok")
+    url = archive_server.serve("/c.tar.gz", archive.read_bytes(), "cut", "ok")
     downloads = tmp_path / "downloads"
     params = cifar10_params(url, md5_of(archive))
     with pytest.raises(PipelineError, match="resume"):
         acquire(params, raw_dir, downloads_dir=downloads)
     assert not raw_dir.exists()
     acquire(params, raw_dir, downloads_dir=downloads)
-    assert server.range_headers()[1] is not None
+    assert archive_server.range_headers()[1] is not None
     assert raw_files(raw_dir) == official_members()
 
 

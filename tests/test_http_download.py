@@ -7,7 +7,7 @@ import hashlib
 import time
 
 import pytest
-from cifar_binary_helpers import running_server, unused_port
+from cifar_binary_helpers import unused_port
 
 from cifar10_mlops.errors import PipelineError
 from cifar10_mlops.http_download import download_verified, split_credentials
@@ -16,14 +16,6 @@ PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # ~1 MiB, so a cut lands mid-body
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
 WRONG_MD5 = "0" * 32
 
-
-@pytest.fixture
-def server(monkeypatch):
-    # A proxy set in the environment must not intercept requests to the local server.
-    for name in ("no_proxy", "NO_PROXY"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
-    with running_server() as running:
-        yield running
 
 
 @pytest.fixture
@@ -44,33 +36,33 @@ def one_line(info: pytest.ExceptionInfo) -> str:
 # --- success --------------------------------------------------------------------------------
 
 
-def test_full_download_is_verified_and_moved_into_place(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD)
+def test_full_download_is_verified_and_moved_into_place(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD)
     assert download_verified(url, target, PAYLOAD_MD5, timeout_s=10) == target
     assert target.read_bytes() == PAYLOAD
     assert not part_of(target).exists()
-    assert server.range_headers() == [None]
+    assert archive_server.range_headers() == [None]
 
 
-def test_a_verified_file_is_reused_without_any_request(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD)
+def test_a_verified_file_is_reused_without_any_request(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD)
     target.parent.mkdir(parents=True)
     target.write_bytes(PAYLOAD)
     assert download_verified(url, target, PAYLOAD_MD5, timeout_s=10) == target
-    assert server.requests == []
+    assert archive_server.requests == []
 
 
-def test_a_present_file_with_the_wrong_md5_is_downloaded_again(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD)
+def test_a_present_file_with_the_wrong_md5_is_downloaded_again(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD)
     target.parent.mkdir(parents=True)
     target.write_bytes(b"an older, different file")
     download_verified(url, target, PAYLOAD_MD5, timeout_s=10)
     assert target.read_bytes() == PAYLOAD
-    assert len(server.requests) == 1
+    assert len(archive_server.requests) == 1
 
 
-def test_uppercase_md5_is_accepted(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD)
+def test_uppercase_md5_is_accepted(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD)
     download_verified(url, target, PAYLOAD_MD5.upper(), timeout_s=10)
     assert target.read_bytes() == PAYLOAD
 
@@ -78,8 +70,8 @@ def test_uppercase_md5_is_accepted(server, target):
 # --- cut off half way, then resumed ---------------------------------------------------------
 
 
-def test_cut_off_download_keeps_the_part_and_resumes(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD, "cut", "ok")
+def test_cut_off_download_keeps_the_part_and_resumes(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD, "cut", "ok")
     with pytest.raises(PipelineError) as info:
         download_verified(url, target, PAYLOAD_MD5, timeout_s=10)
     message = one_line(info)
@@ -94,29 +86,29 @@ def test_cut_off_download_keeps_the_part_and_resumes(server, target):
     download_verified(url, target, PAYLOAD_MD5, timeout_s=10)
     assert target.read_bytes() == PAYLOAD
     assert not part_of(target).exists()
-    assert server.range_headers() == [None, f"bytes={len(kept)}-"]
+    assert archive_server.range_headers() == [None, f"bytes={len(kept)}-"]
 
 
-def test_resume_answered_with_the_whole_file_starts_again(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD, "cut", "no-range")
+def test_resume_answered_with_the_whole_file_starts_again(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD, "cut", "no-range")
     with pytest.raises(PipelineError):
         download_verified(url, target, PAYLOAD_MD5, timeout_s=10)
     download_verified(url, target, PAYLOAD_MD5, timeout_s=10)
     assert target.read_bytes() == PAYLOAD  # not the kept half plus the whole file
-    assert server.range_headers()[1] is not None
+    assert archive_server.range_headers()[1] is not None
 
 
-def test_a_complete_part_is_finished_when_the_server_answers_416(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD)
+def test_a_complete_part_is_finished_when_the_server_answers_416(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD)
     target.parent.mkdir(parents=True)
     part_of(target).write_bytes(PAYLOAD)  # e.g. interrupted between the last byte and the rename
     download_verified(url, target, PAYLOAD_MD5, timeout_s=10)
     assert target.read_bytes() == PAYLOAD
-    assert server.range_headers() == [f"bytes={len(PAYLOAD)}-"]
+    assert archive_server.range_headers() == [f"bytes={len(PAYLOAD)}-"]
 
 
-def test_a_stall_mid_body_times_out_and_keeps_the_part(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD, "stall", "ok")
+def test_a_stall_mid_body_times_out_and_keeps_the_part(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD, "stall", "ok")
     with pytest.raises(PipelineError) as info:
         download_verified(url, target, PAYLOAD_MD5, timeout_s=1)
     message = one_line(info)
@@ -129,8 +121,8 @@ def test_a_stall_mid_body_times_out_and_keeps_the_part(server, target):
 # --- checksum -------------------------------------------------------------------------------
 
 
-def test_md5_mismatch_deletes_the_download(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD)
+def test_md5_mismatch_deletes_the_download(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD)
     with pytest.raises(PipelineError) as info:
         download_verified(url, target, WRONG_MD5, timeout_s=10)
     message = one_line(info)
@@ -141,8 +133,8 @@ def test_md5_mismatch_deletes_the_download(server, target):
     assert not part_of(target).exists()
 
 
-def test_a_resumed_part_with_wrong_bytes_fails_the_md5_and_is_deleted(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD)
+def test_a_resumed_part_with_wrong_bytes_fails_the_md5_and_is_deleted(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD)
     target.parent.mkdir(parents=True)
     part_of(target).write_bytes(b"X" * 1000)  # not a prefix of the real file
     with pytest.raises(PipelineError, match="MD5"):
@@ -156,8 +148,8 @@ def test_a_resumed_part_with_wrong_bytes_fails_the_md5_and_is_deleted(server, ta
 
 
 @pytest.mark.parametrize("status", ["404", "500"])
-def test_http_errors_name_the_url_and_status(server, target, status):
-    url = server.serve("/a.tar.gz", PAYLOAD, status)
+def test_http_errors_name_the_url_and_status(archive_server, target, status):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD, status)
     with pytest.raises(PipelineError) as info:
         download_verified(url, target, PAYLOAD_MD5, timeout_s=10)
     message = one_line(info)
@@ -165,8 +157,8 @@ def test_http_errors_name_the_url_and_status(server, target, status):
     assert not target.exists() and not part_of(target).exists()
 
 
-def test_a_server_that_never_answers_times_out(server, target):
-    url = server.serve("/a.tar.gz", PAYLOAD, "hang")
+def test_a_server_that_never_answers_times_out(archive_server, target):
+    url = archive_server.serve("/a.tar.gz", PAYLOAD, "hang")
     started = time.monotonic()
     with pytest.raises(PipelineError) as info:
         download_verified(url, target, PAYLOAD_MD5, timeout_s=1)
@@ -187,15 +179,15 @@ def test_connection_refused_suggests_the_network_or_a_local_archive(target):
     assert not target.parent.exists()  # nothing created on failure
 
 
-def test_credentials_in_the_url_are_sent_but_never_printed(server, target):
-    server.serve("/a.tar.gz", PAYLOAD, "404")
-    url = f"http://alice:s3cret@127.0.0.1:{server.port}/a.tar.gz"
+def test_credentials_in_the_url_are_sent_but_never_printed(archive_server, target):
+    archive_server.serve("/a.tar.gz", PAYLOAD, "404")
+    url = f"http://alice:s3cret@127.0.0.1:{archive_server.port}/a.tar.gz"
     with pytest.raises(PipelineError) as info:
         download_verified(url, target, PAYLOAD_MD5, timeout_s=10)
     message = one_line(info)
     assert "s3cret" not in message and "alice" not in message
-    assert server.url("/a.tar.gz") in message
-    _, headers = server.requests[0]
+    assert archive_server.url("/a.tar.gz") in message
+    _, headers = archive_server.requests[0]
     assert headers["Authorization"] == split_credentials(url)[1]
 
 

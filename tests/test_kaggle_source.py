@@ -4,6 +4,7 @@ a local stand-in for Kaggle (see kaggle_helpers): no test touches the internet."
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import socket
@@ -339,7 +340,7 @@ def test_sha256_pin_mismatch_names_file_and_both_digests(
     wrong = "0" * 64
     message = fetch_error(KaggleParams(train_7z_sha256=wrong, timeout_s=60), staging)
 
-    actual = kaggle_source.hashlib.sha256(files.train_7z).hexdigest()
+    actual = hashlib.sha256(files.train_7z).hexdigest()
     assert TRAIN_ARCHIVE in message and wrong in message and actual in message
     assert "data.kaggle.train_7z_sha256" in message
 

@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from tqdm import tqdm
 
+from cifar10_mlops.digests import file_hash
 from cifar10_mlops.errors import PipelineError
 
 CHUNK_BYTES = 1 << 20
@@ -54,16 +55,7 @@ def download_verified(
 
 
 def file_md5(path: Path) -> str:
-    return _hash_file(path).hexdigest()
-
-
-def _hash_file(path: Path):
-    """The running MD5 object of a file (to continue hashing a resumed download)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest
+    return file_hash(path, "md5").hexdigest()
 
 
 def split_credentials(url: str) -> tuple[str, str | None]:
@@ -166,7 +158,7 @@ class _Download:
         """Stream the body into the .part (appending from `start`); return its MD5 object."""
         if total is not None and total > MAX_DOWNLOAD_BYTES:
             raise self._too_big_error(total)
-        digest = _hash_file(self.part) if start else hashlib.md5()
+        digest = file_hash(self.part, "md5") if start else hashlib.md5()
         received = start
         try:
             self.part.parent.mkdir(parents=True, exist_ok=True)

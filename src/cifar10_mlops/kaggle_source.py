@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 from cifar10_mlops import kaggle_fetch
 from cifar10_mlops.archives import KAGGLE_ZIP_MEMBER_CAPS, extract_zip_members
 from cifar10_mlops.config import LABELS_CSV, TRAIN_ARCHIVE
+from cifar10_mlops.digests import file_hash
 from cifar10_mlops.errors import PipelineError
 from cifar10_mlops.params import KaggleParams
 
@@ -325,8 +325,4 @@ def _check_pin(path: Path, expected: str | None, key: str) -> None:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_hash(path, "sha256").hexdigest()

@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from cifar10_mlops.atomic import atomic_path
+from cifar10_mlops.digests import file_hash
 
 DVC_STAGE_ENV = "DVC_STAGE"
 
@@ -62,11 +63,7 @@ def restore_stage_outputs(root: Path, stage: str) -> list[str]:
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_hash(path, "md5").hexdigest()
 
 
 def _restore_file(target: Path, md5: str, cache, root: Path, rel_path: str) -> bool:
