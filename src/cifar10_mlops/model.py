@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
-from keras import layers
-
 from cifar10_mlops.config import IMAGE_SHAPE
 from cifar10_mlops.errors import PipelineError
 from cifar10_mlops.params import ModelParams
+from cifar10_mlops.quiet_tensorflow import keras
+
+layers = keras.layers
 
 # Per-channel statistics of the CIFAR-10 training set (RGB, 0..255), the usual constants for
 # training from scratch; with ImageNet weights the backbone's own preprocessing is used instead.

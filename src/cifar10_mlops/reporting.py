@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from cifar10_mlops import config, evaluation, plots
 from cifar10_mlops.dataset import LabelledImages
 from cifar10_mlops.params import EvaluateParams
+from cifar10_mlops.quiet_tensorflow import keras
 
 
 @dataclass(frozen=True)

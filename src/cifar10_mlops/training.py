@@ -6,13 +6,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from cifar10_mlops.atomic import atomic_path
 from cifar10_mlops.dataset import LabelledImages, stratified_split
 from cifar10_mlops.model import build_model
 from cifar10_mlops.params import Params, TrainParams
+from cifar10_mlops.quiet_tensorflow import keras
 from cifar10_mlops.tracking import EpochMetricsLogger
 
 OPTIMIZERS = {
