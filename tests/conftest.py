@@ -214,3 +214,20 @@ def archive_server(monkeypatch):
         monkeypatch.setenv(name, "127.0.0.1,localhost")
     with running_server() as running:
         yield running
+
+
+def tiny_keras_model_file(path: Path, seed: int = 0) -> Path:
+    """A real, untrained classifier with the project's interface (uint8 32x32x3 in, ten
+    softmax probabilities out), saved as a .keras file: fast to build, log and load."""
+    from cifar10_mlops.quiet_tensorflow import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input((32, 32, 3), dtype="uint8"),
+        keras.layers.Rescaling(1 / 255),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path

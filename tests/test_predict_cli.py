@@ -1,10 +1,13 @@
-"""The `cifar10-mlops predict` command, the report writer, and the one-line error contract.
+"""The `cifar10-mlops predict` command with a local .keras model, the report writer, and the
+one-line error contract. MLflow models (URIs, model directories) are in test_serving.py.
 
 (The `gate` subcommand is tested in test_gate.py.)"""
 
 from __future__ import annotations
 
 import csv
+import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,87 +17,214 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cifar10_mlops.cli import main
 from cifar10_mlops.config import CLASS_NAMES
 from cifar10_mlops.dataset import LabelledImages
 from cifar10_mlops.params import EvaluateParams
-from cifar10_mlops.predict import find_images, load_image
+from cifar10_mlops.predict import HEADER, find_images, load_classifier, load_image, predict_rows
 from cifar10_mlops.reporting import evaluate_model
 
 CLI = [sys.executable, "-m", "cifar10_mlops.cli"]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A real (untrained) Keras model with the product's input and output contract."""
+def save_tiny_classifier(path: Path) -> Path:
+    """A real (untrained) Keras model with the product's contract: uint8 (32,32,3) -> 10 softmax."""
+    keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((32, 32, 3), dtype="uint8", name="image"),
         keras.layers.Rescaling(1 / 255),
         keras.layers.Flatten(),
         keras.layers.Dense(10, activation="softmax"),
     ])
-    path = tmp_path_factory.mktemp("model") / "model.keras"
     model.save(path)
     return path
 
 
-@pytest.fixture
-def image_dir(tmp_path):
+def keras_labels(model_file: Path, images: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """What the Keras model itself says: argmax class names and their probabilities."""
+    probabilities = keras.saving.load_model(model_file).predict(images, verbose=0)
+    return [CLASS_NAMES[i] for i in probabilities.argmax(axis=1)], probabilities.max(axis=1)
+
+
+def write_mixed_folder(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Good pictures of several kinds and two bad files -> (good paths, bad paths)."""
     rng = np.random.default_rng(0)
-    folder = tmp_path / "images"
     (folder / "nested").mkdir(parents=True)
-    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "a.png")
-    Image.fromarray(rng.integers(0, 256, (64, 48, 3), dtype=np.uint8)).save(folder / "nested" / "b.jpg")
-    Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8), mode="L").save(folder / "c.png")
-    (folder / "notes.txt").write_text("not an image, and not picked up")
-    return folder
+    good = [folder / "a.png", folder / "nested" / "b.jpg", folder / "c.png", folder / "big.png",
+            folder / "d.PNG"]
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(good[0])
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(good[1], quality=90)
+    Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(good[2])  # grayscale
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good[3])
+    Image.fromarray(rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)).save(good[4])  # RGBA
+    corrupt, text = folder / "corrupt.png", folder / "nested" / "text.png"
+    corrupt.write_bytes(good[0].read_bytes()[:400])  # a real PNG cut off after its header
+    text.write_text("this is not a picture\n")
+    (folder / "notes.txt").write_text("not an image suffix: never picked up from a directory")
+    return good, [corrupt, text]
 
 
-def test_find_images_walks_directories_and_keeps_files(image_dir):
-    found = find_images([image_dir])
-    assert sorted(p.name for p in found) == ["a.png", "b.jpg", "c.png"]
-    assert len(find_images([image_dir / "a.png", image_dir])) == 4
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return save_tiny_classifier(tmp_path_factory.mktemp("model") / "model.keras")
 
 
-def test_load_image_gives_32x32_rgb_uint8(image_dir):
-    for name in ("a.png", "nested/b.jpg", "c.png"):
-        array = load_image(image_dir / name)
+@pytest.fixture
+def mixed_folder(tmp_path):
+    return tmp_path / "images", *write_mixed_folder(tmp_path / "images")
+
+
+def read_csv(text: str) -> list[dict[str, str]]:
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and tuple(rows[0]) == HEADER
+    return rows
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
+    """The CLI in this process (fast): exit code, stdout, stderr."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_find_images_walks_directories_and_keeps_given_files(mixed_folder):
+    folder, good, bad = mixed_folder
+    found = find_images([folder])
+    assert sorted(found) == sorted(good + bad)  # by suffix, case-insensitive, recursive
+    assert find_images([folder / "notes.txt"]) == [folder / "notes.txt"]  # named: always tried
+
+
+def test_load_image_gives_32x32_rgb_uint8(mixed_folder):
+    folder, good, _ = mixed_folder
+    for path in good:
+        array = load_image(path)
         assert array.shape == (32, 32, 3) and array.dtype == np.uint8
+    np.testing.assert_array_equal(load_image(good[0]), np.asarray(Image.open(good[0])))
+    with Image.open(good[3]) as big:  # 64x64: the whole picture resized, not cropped
+        expected = np.asarray(big.convert("RGB").resize((32, 32), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(load_image(good[3]), expected)
 
 
-def test_predict_writes_the_contract_csv_and_skips_unreadable_files(tiny_model, image_dir, tmp_path):
-    (image_dir / "broken.png").write_bytes(b"not a png")
-    output = tmp_path / "predictions.csv"
+def test_predict_reports_unreadable_files_and_predicts_the_rest(tiny_model, mixed_folder, tmp_path):
+    folder, good, bad = mixed_folder
+    output = tmp_path / "out" / "predictions.csv"
     result = subprocess.run(
-        [*CLI, "predict", "--model", str(tiny_model), str(image_dir), "--output", str(output)],
+        [*CLI, "predict", "--model", str(tiny_model), str(folder), "--output", str(output)],
         capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
-    assert "broken.png" in result.stderr and "skipped" in result.stderr
-    with open(output) as handle:
-        rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["path", "label", "confidence"]
-    assert len(rows) == 3
-    assert all(row["label"] in CLASS_NAMES and 0 < float(row["confidence"]) <= 1 for row in rows)
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == "predict: 5 images, 2 unreadable (see the error column)"
+    rows = {Path(row["path"]): row for row in read_csv(output.read_text())}
+    assert set(rows) == set(good + bad)
+
+    labels, confidences = keras_labels(tiny_model, np.stack([load_image(p) for p in good]))
+    for path, label, confidence in zip(good, labels, confidences, strict=True):
+        assert rows[path]["label"] == label and rows[path]["error"] == ""
+        assert float(rows[path]["confidence"]) == pytest.approx(confidence, abs=1e-6)
+    for path in bad:
+        assert rows[path]["label"] == rows[path]["confidence"] == ""
+        assert rows[path]["error"] and "\n" not in rows[path]["error"]
+    assert "not an image Pillow can read" in rows[bad[1]]["error"]  # text named .png
 
 
-def test_predict_with_nothing_readable_fails_with_one_line(tiny_model, tmp_path):
-    (tmp_path / "bad.png").write_bytes(b"garbage")
-    result = subprocess.run([*CLI, "predict", "--model", str(tiny_model), str(tmp_path / "bad.png")],
-                            capture_output=True, text=True)
-    assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: none of the given images could be read; nothing was predicted"]
-    assert "Traceback" not in result.stderr
+def test_small_batches_keep_the_input_order_and_write_to_stdout(tiny_model, mixed_folder, capsys):
+    folder, good, bad = mixed_folder
+    paths = [good[0], bad[0], good[1], good[2], bad[1], good[3]]
+    code, out, err = run_main(
+        ["predict", "--model", str(tiny_model), "--batch-size", "2", *map(str, paths)], capsys
+    )
+    assert code == 0, err
+    rows = read_csv(out)
+    assert [row["path"] for row in rows] == [str(p) for p in paths]
+    assert [bool(row["error"]) for row in rows] == [False, True, False, False, True, False]
+    labels, _ = keras_labels(tiny_model, np.stack([load_image(p) for p in (good[:4])]))
+    assert [row["label"] for row in rows if not row["error"]] == labels
+    assert err.strip() == "predict: 4 images, 2 unreadable (see the error column)"
 
 
-def test_predict_missing_model_names_the_file_and_debug_shows_the_traceback(tmp_path, image_dir):
+def test_progress_bar_counts_every_file(tiny_model, mixed_folder, capsys):
+    folder, good, bad = mixed_folder
+    rows = predict_rows(load_classifier(str(tiny_model)), find_images([folder]), 3, progress=True)
+    assert len(rows) == len(good + bad)
+    assert "7/7" in capsys.readouterr().err  # tqdm's final count, on stderr
+
+
+def test_quiet_prints_nothing_but_the_csv(tiny_model, mixed_folder, capsys):
+    folder, good, _ = mixed_folder
+    code, out, err = run_main(["predict", "--quiet", "--model", str(tiny_model), str(good[0])], capsys)
+    assert code == 0 and err == ""
+    assert [row["path"] for row in read_csv(out)] == [str(good[0])]
+
+
+# TensorFlow 2.21 writes start-up notes from C++ (absl) straight to stderr, before and
+# regardless of TF_CPP_MIN_LOG_LEVEL; they are not ours to count.
+TF_CPP_NOTE = re.compile(r"^([IWE]\d{4} \d|WARNING: All log messages before absl::InitializeLog)")
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.strip().splitlines() if not TF_CPP_NOTE.match(line)]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_nothing_readable_fails_with_one_line_and_keeps_the_old_output(tiny_model, mixed_folder, tmp_path, capsys):
+    _, _, bad = mixed_folder
+    output = tmp_path / "predictions.csv"
+    output.write_text("the previous good predictions\n")
+    code, out, err = run_main(
+        ["predict", "--model", str(tiny_model), *map(str, bad), "--output", str(output)], capsys
+    )
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert line.startswith(f"error: none of the 2 image file(s) could be read (first: {bad[0]}: ")
+    assert line.endswith("nothing was predicted")
+    assert output.read_text() == "the previous good predictions\n"
+
+
+def test_empty_directory_fails_with_one_line(tiny_model, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "readme.txt").write_text("no pictures here")
+    code, out, err = run_main(["predict", "--model", str(tiny_model), str(empty)], capsys)
+    assert code == 2 and out == ""
+    assert one_error_line(err).startswith(f"error: no image files found in {empty} (looked for .png")
+
+
+def test_missing_path_fails_with_one_line(tiny_model, tmp_path, capsys):
+    code, _, err = run_main(["predict", "--model", str(tiny_model), str(tmp_path / "nope")], capsys)
+    assert code == 2
+    assert one_error_line(err) == f"error: {tmp_path / 'nope'}: no such file or directory; give image files or directories"
+
+
+def test_directory_that_is_not_a_model_fails_with_one_line(mixed_folder, tmp_path, capsys):
+    folder, good, _ = mixed_folder
+    code, _, err = run_main(["predict", "--model", str(tmp_path), str(good[0])], capsys)
+    assert code == 2
+    assert one_error_line(err).startswith(f"error: {tmp_path}: a directory without an MLmodel file")
+
+
+def test_batch_size_must_be_positive(tiny_model, mixed_folder, capsys):
+    _, good, _ = mixed_folder
+    code, _, err = run_main(["predict", "--model", str(tiny_model), "--batch-size", "0", str(good[0])], capsys)
+    assert code == 2 and "--batch-size: must be 1 or more, got 0" in err
+
+
+def test_missing_model_names_the_file_and_debug_shows_the_traceback(tmp_path, mixed_folder):
+    folder, _, _ = mixed_folder
     missing = tmp_path / "nope.keras"
-    plain = subprocess.run([*CLI, "predict", "--model", str(missing), str(image_dir)],
+    plain = subprocess.run([*CLI, "predict", "--model", str(missing), str(folder)],
                            capture_output=True, text=True)
     assert plain.returncode == 2
-    assert f"error: {missing}: model file not found" in plain.stderr
-    assert "Traceback" not in plain.stderr
-    debug = subprocess.run([*CLI, "--debug", "predict", "--model", str(missing), str(image_dir)],
+    assert one_error_line(plain.stderr) == (
+        f"error: {missing}: model file not found; run `dvc repro` to train one, or give an "
+        "MLflow model URI such as models:/<name>@<alias>"
+    )
+    debug = subprocess.run([*CLI, "predict", "--debug", "--model", str(missing), str(folder)],
                            capture_output=True, text=True)
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-import keras
 import mlflow
 import numpy as np
 import pytest
+from conftest import tiny_keras_model_file
 from mlflow import MlflowClient
 
 from cifar10_mlops import config, tracking
@@ -19,6 +19,7 @@ def store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.setattr(config, "TRAINING_STATE_DIR", tmp_path / ".training_state")
     yield MlflowClient(tracking_uri=uri)
     while mlflow.active_run():
         mlflow.end_run()
@@ -45,9 +46,52 @@ def test_tracking_uri_env_overrides(monkeypatch):
     assert tracking.tracking_uri() == "http://127.0.0.1:5999"
 
 
-def test_passwords_in_tracking_uris_are_redacted():
-    assert tracking._redacted("postgresql://user:s3cret@db:5432/mlflow") == "postgresql://user:***@db:5432/mlflow"
-    assert tracking._redacted("sqlite:////x/mlflow.db") == "sqlite:////x/mlflow.db"
+@pytest.mark.parametrize(
+    "text, redacted",
+    [
+        ("postgresql://user:s3cret@db:5432/mlflow", "postgresql://***@db:5432/mlflow"),
+        ("https://ghp_token123@host/x.tar.gz", "https://***@host/x.tar.gz"),
+        ("https://user:p@ss@host/x?a=b@c", "https://***@host/x?a=b@c"),  # raw '@' in a password
+        ("see https://u:p@a/x and s3://k:s@b/y", "see https://***@a/x and s3://***@b/y"),
+        ("sqlite:////x/mlflow.db", "sqlite:////x/mlflow.db"),
+        ("https://host/@scope/pkg", "https://host/@scope/pkg"),  # '@' in the path is no user
+        ("none", "none"),
+    ],
+)
+def test_credentials_in_urls_are_redacted(text, redacted):
+    assert tracking.redact_credentials(text) == redacted
+
+
+def test_loggable_params_redact_url_user_info_and_spell_null():
+    params = Params.model_validate(
+        {"data": {"cifar10": {"url": "https://user:s3cr3t-pass@mirror.example/c.tar.gz"}}}
+    )
+    logged = tracking.loggable_params(params)
+    assert logged["data.cifar10.url"] == "https://***@mirror.example/c.tar.gz"
+    assert logged["data.path"] == "null"
+    assert logged["train.epochs"] == params.train.epochs
+    assert "s3cr3t" not in json.dumps(logged)
+
+
+def test_a_password_in_the_tracking_uri_switches_off_mlflows_run_url_line(monkeypatch):
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://user:pw@mlflow.example")
+    tracking.client()
+    assert tracking.os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
+
+
+def test_artifacts_live_beside_an_sqlite_store_given_by_uri(store, tmp_path):
+    run_id = tracking.start_pipeline_run(Params(), "sha256:0", tmp_path / "run.json")
+    tracking.end_run()
+    assert store.get_run(run_id).info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+
+
+def test_training_digest_follows_training_params_and_data_only():
+    base = tracking.training_digest(Params(), "sha256:a")
+    assert tracking.training_digest(Params(), "sha256:a") == base
+    assert tracking.training_digest(Params(), "sha256:b") != base
+    assert tracking.training_digest(Params.model_validate({"train": {"epochs": 3}}), "sha256:a") != base
+    assert tracking.training_digest(Params.model_validate({"evaluate": {"misclassified_grid": 0}}), "sha256:a") == base
 
 
 def test_data_version_is_a_content_hash(tmp_path):
@@ -69,8 +113,7 @@ def test_one_run_across_train_and_evaluate(store, tmp_path, monkeypatch):
     tracking.end_run()
     assert json.loads(info_path.read_text())["run_id"] == tracking.read_run_id(info_path) == run_id
 
-    model = keras.Sequential([keras.Input((32, 32, 3), dtype="uint8"), keras.layers.Flatten(),
-                              keras.layers.Dense(10, activation="softmax")])
+    model = tiny_keras_model_file(tmp_path / "model.keras")
     report = tmp_path / "reports" / "metrics.json"
     report.write_text('{"accuracy": 0.5}\n')
     with tracking.resume_run(run_id):
@@ -83,11 +126,13 @@ def test_one_run_across_train_and_evaluate(store, tmp_path, monkeypatch):
     assert run.data.params["data.path"] == "null"
     assert run.data.tags["data_version"] == "sha256:0123456789abcdef"
     assert run.data.tags["dvc_experiment"] == "exp-demo"
+    assert run.data.tags[tracking.PID_TAG] == str(tracking.os.getpid())
+    assert run.data.tags[tracking.ATTEMPTS_TAG] == "1"
     assert [m.step for m in store.get_metric_history(run_id, "loss")] == [0, 1]
     assert run.data.metrics["test_accuracy"] == 0.5
     assert [a.path for a in store.list_artifacts(run_id, "reports")] == ["reports/metrics.json"]
     loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-    assert loaded.predict(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 10)
+    assert loaded.predict(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 12)
 
 
 def test_epoch_logger_never_starts_a_stray_run(store):

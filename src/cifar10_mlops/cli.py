@@ -14,16 +14,41 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    predict = commands.add_parser("predict", help="classify images with a trained model")
-    predict.add_argument("paths", nargs="+", type=Path, help="image files or directories of them")
-    predict.add_argument("--model", type=Path, default=Path("models/model.keras"))
+    predict = commands.add_parser(
+        "predict",
+        help="classify images with a trained model",
+        description="Write a CSV (path,label,confidence,error) with one row per image.",
+    )
+    predict.add_argument("paths", nargs="+", type=Path,
+                         help="image files, or directories searched recursively for images")
+    predict.add_argument(
+        "--model", default="models/model.keras",
+        help="a .keras file, an MLflow model directory, or an MLflow URI: models:/<name>@<alias>, "
+             "models:/<name>/<version>, runs:/<run id>/model (default: %(default)s)",
+    )
     predict.add_argument("--output", type=Path, help="CSV to write (default: stdout)")
-    predict.add_argument("--batch-size", type=int, default=256)
+    predict.add_argument("--batch-size", type=_positive_int, default=256,
+                         help="images per model call (default: %(default)s)")
+    predict.add_argument("--quiet", action="store_true",
+                         help="no progress bar and no summary line on stderr")
+    # Also accepted after the subcommand; SUPPRESS keeps it from overriding the global flag.
+    predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show tracebacks on errors")
 
     gate = commands.add_parser("gate", help="fail when metrics fall below the committed baseline")
     gate.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
     gate.add_argument("--baseline", type=Path, default=Path(".ci/baseline.json"))
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
 
 
 @report_errors
@@ -32,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "predict":
         from cifar10_mlops.predict import predict_to_csv
 
-        return predict_to_csv(args.model, args.paths, args.output, args.batch_size)
+        return predict_to_csv(args.model, args.paths, args.output, args.batch_size, args.quiet)
     from cifar10_mlops.gate import run_gate
 
     return run_gate(args.metrics, args.baseline)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -101,8 +102,27 @@ class EvaluateParams(_Strict):
     misclassified_grid: Annotated[int, Field(ge=0, le=400)] = 36
 
 
+# A registered-model name that stays one path segment of `models:/<name>@champion`.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
 class MlflowParams(_Strict):
     experiment: Annotated[str, Field(min_length=1)] = "cifar10-mlops"
+    # evaluate registers each model as a new version of this registered model; empty or null
+    # switches registration off.
+    registered_model: str | None = "cifar10-resnet50"
+
+    @field_validator("registered_model")
+    @classmethod
+    def _registered_model_name(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if _MODEL_NAME.match(value):
+            return value
+        raise ValueError(
+            "must be up to 100 letters, digits, '.', '_' or '-' starting with a letter or digit, "
+            "or empty to switch registration off"
+        )
 
 
 class Params(_Strict):

@@ -1,5 +1,6 @@
-"""DVC stage `train`: open the pipeline's MLflow run, train, write models/model.keras and
-reports/history.csv."""
+"""DVC stage `train`: open the pipeline's MLflow run (or reopen the unfinished run of an
+earlier attempt at the same training), train, write models/model.keras and
+reports/history.csv. The run ends FINISHED, FAILED, or KILLED on Ctrl-C / SIGTERM."""
 
 from cifar10_mlops import config, tracking
 from cifar10_mlops.dataset import load_npz
@@ -10,18 +11,14 @@ from cifar10_mlops.training import train_model
 
 @report_errors
 def main() -> None:
-    params = load_params(config.PARAMS_FILE)
-    train_data = load_npz(config.TRAIN_NPZ)
-    version = tracking.data_version([config.TRAIN_NPZ, config.TEST_NPZ])
-    tracking.start_pipeline_run(params, version, config.RUN_INFO_JSON)
-    try:
+    with tracking.run_lifecycle():
+        params = load_params(config.PARAMS_FILE)
+        train_data = load_npz(config.TRAIN_NPZ)
+        version = tracking.data_version([config.TRAIN_NPZ, config.TEST_NPZ])
+        tracking.start_pipeline_run(params, version, config.RUN_INFO_JSON)
         outcome = train_model(
             params, train_data, config.MODEL_FILE, config.HISTORY_CSV, config.TRAINING_STATE_DIR
         )
-    except BaseException as exc:
-        tracking.end_run("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
-        raise
-    tracking.end_run()
     print(f"train: {outcome.epochs_run} epochs, best epoch {outcome.best_epoch + 1} by {outcome.monitor}")
 
 
