@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import threading
 import zipfile
 from pathlib import Path
 
 import py7zr
 import pytest
 
+from cifar10_mlops import archives
 from cifar10_mlops.archives import (
     MAX_PNG_BYTES,
     check_member_name,
     extract_zip_members,
     list_train_7z,
+    open_train_7z,
     read_train_7z,
 )
 from cifar10_mlops.errors import PipelineError
@@ -197,6 +201,7 @@ def test_absolute_member_is_refused(tmp_path, name, png_bytes, write_7z):
         "test/1.png",
         "train/1.PNG",
         "train/1.png.exe",
+        "train/1.png\n",  # '$' alone would match before a trailing newline
     ],
 )
 def test_unexpected_member_is_refused(make_train_7z, name, png_bytes):
@@ -204,7 +209,7 @@ def test_unexpected_member_is_refused(make_train_7z, name, png_bytes):
     with pytest.raises(PipelineError) as info:
         list_train_7z(archive)
     message = one_line(info)
-    assert f"'{name}'" in message
+    assert repr(name) in message
     assert "unexpected member" in message
 
 
@@ -277,6 +282,152 @@ def test_check_member_name_rejects_invalid(name):
 
 def test_check_member_name_normalises():
     assert str(check_member_name(Path("a.7z"), "train/./1.png")) == "train/1.png"
+
+
+# --- the in-memory reader: chunks, folders, CRCs, its worker thread -------------------------
+
+
+def read_all(archive: Path) -> dict[int, bytes]:
+    seen: dict[int, bytes] = {}
+
+    def on_member(image_id: int, data: bytes) -> None:
+        assert image_id not in seen
+        seen[image_id] = data
+
+    read_train_7z(archive, on_member)
+    return seen
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "7z-decompress"]
+
+
+def test_members_that_straddle_chunk_boundaries(make_train_7z, png_bytes, monkeypatch):
+    # Chunks of 1,000 bytes cut every ~3 KB PNG in several places, and a few chunks hold
+    # the end of one member and the start of the next.
+    monkeypatch.setattr(archives, "_CHUNK_BYTES", 1000)
+    payloads = {i: png_bytes(i) for i in range(1, 41)}
+    assert read_all(make_train_7z(payloads)) == payloads
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        None,  # py7zr's default: x86 BCJ + LZMA2, as in the real-photo sample
+        [{"id": py7zr.FILTER_LZMA}],
+        [{"id": py7zr.FILTER_DEFLATE}],
+        [{"id": py7zr.FILTER_BZIP2}],
+        [{"id": py7zr.FILTER_COPY}],
+    ],
+    ids=["bcj-lzma2", "lzma", "deflate", "bzip2", "copy"],
+)
+def test_every_codec_py7zr_reads(tmp_path, png_bytes, filters, monkeypatch):
+    monkeypatch.setattr(archives, "_CHUNK_BYTES", 5000)  # several chunks per archive
+    payloads = {i: png_bytes(i) for i in range(1, 21)}
+    archive = tmp_path / "train.7z"
+    with py7zr.SevenZipFile(archive, mode="w", **({"filters": filters} if filters else {})) as seven:
+        for image_id, payload in payloads.items():
+            seven.writestr(payload, f"train/{image_id}.png")
+    assert read_all(archive) == payloads
+
+
+def test_every_folder_of_a_non_solid_archive_is_read(tmp_path, write_7z, png_bytes):
+    archive = write_7z(tmp_path / "train.7z", [(f"train/{i}.png", png_bytes(i)) for i in range(1, 6)])
+    with py7zr.SevenZipFile(archive, mode="a") as seven:  # append mode adds a second folder
+        for i in range(6, 11):
+            seven.writestr(png_bytes(i), f"train/{i}.png")
+    with py7zr.SevenZipFile(archive) as seven:
+        assert seven.header.main_streams.unpackinfo.numfolders == 2
+    assert read_all(archive) == {i: png_bytes(i) for i in range(1, 11)}
+
+
+def test_empty_member_is_delivered_as_empty_bytes(make_train_7z, png_bytes):
+    archive = make_train_7z(members=[("train/1.png", png_bytes(1)), ("train/2.png", b"")])
+    assert read_all(archive) == {1: png_bytes(1), 2: b""}
+
+
+def test_member_with_a_bad_crc_is_refused(tmp_path, write_7z):
+    # Stored (not compressed) data: flipping a byte leaves the decompressor nothing to notice,
+    # so only the member's CRC can catch it.
+    archive = tmp_path / "train.7z"
+    with py7zr.SevenZipFile(archive, mode="w", filters=[{"id": py7zr.FILTER_COPY}]) as seven:
+        for i in (1, 2, 3):
+            seven.writestr(bytes([i]) * 500, f"train/{i}.png")
+    data = bytearray(archive.read_bytes())
+    data[32 + 700] ^= 0xFF  # inside train/2.png (32-byte signature header, then the data)
+    archive.write_bytes(bytes(data))
+    delivered = []
+    with pytest.raises(PipelineError) as info:
+        read_train_7z(archive, lambda i, d: delivered.append(i))
+    message = one_line(info)
+    assert "'train/2.png' fails its CRC check" in message
+    assert 2 not in delivered  # the damaged bytes never reach the decoder
+
+
+def test_password_protected_archive_is_one_line(tmp_path, png_bytes):
+    archive = tmp_path / "train.7z"
+    with py7zr.SevenZipFile(archive, mode="w", password="secret") as seven:
+        seven.writestr(png_bytes(1), "train/1.png")
+    with pytest.raises(PipelineError) as info:
+        read_train_7z(archive, lambda i, d: None)
+    assert "password-protected" in one_line(info)
+
+
+def test_archive_that_changed_since_it_was_checked(make_train_7z, png_bytes):
+    archive = make_train_7z({i: png_bytes(i) for i in (1, 2)})
+    with pytest.raises(PipelineError, match="changed since it was checked"):
+        read_train_7z(archive, lambda i, d: None, members={1: "train/1.png"})
+
+
+def test_open_train_7z_lists_and_reads_in_one_pass(make_train_7z, png_bytes):
+    payloads = {i: png_bytes(i) for i in (3, 1, 2)}
+    with open_train_7z(make_train_7z(payloads)) as train_7z:
+        assert train_7z.members == {i: f"train/{i}.png" for i in payloads}
+        seen: dict[int, bytes] = {}
+        train_7z.read(seen.__setitem__)
+    assert seen == payloads
+
+
+def test_reader_thread_ends_with_the_read(make_train_7z):
+    read_all(make_train_7z())
+    assert reader_threads() == []
+
+
+def test_reader_thread_stops_when_the_consumer_fails(make_train_7z, png_bytes, monkeypatch):
+    monkeypatch.setattr(archives, "_CHUNK_BYTES", 1000)  # many batches still to come
+
+    def on_member(image_id: int, data: bytes) -> None:
+        raise PipelineError(f"decoding {image_id} failed")
+
+    with pytest.raises(PipelineError, match="decoding 1 failed"):
+        read_train_7z(make_train_7z({i: png_bytes(i) for i in range(1, 41)}), on_member)
+    assert reader_threads() == []
+
+
+def test_prefetched_runs_at_most_depth_items_ahead():
+    produced = itertools.count()
+
+    def endless():
+        while True:
+            yield next(produced)
+
+    batches = archives._prefetched(endless(), depth=2)
+    assert next(batches) == 0
+    batches.close()  # stops and joins the worker: an endless producer must not run on
+    # One taken, two queued, one in the worker's hands waiting for room.
+    assert next(produced) <= 4
+    assert reader_threads() == []
+
+
+def test_prefetched_raises_the_workers_error_here():
+    def failing():
+        yield 1
+        raise ValueError("broken stream")
+
+    batches = archives._prefetched(failing(), depth=2)
+    assert next(batches) == 1
+    with pytest.raises(ValueError, match="broken stream"):
+        next(batches)
 
 
 # --- zip ------------------------------------------------------------------------------------

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 from collections import Counter
 
 import numpy as np
+import py7zr
 import pytest
 from PIL import Image
 
@@ -21,6 +23,7 @@ from cifar10_mlops.dataset import (
     stratified_split,
 )
 from cifar10_mlops.errors import PipelineError
+from cifar10_mlops.synthetic import write_kaggle_layout
 
 
 def random_image(seed: int) -> np.ndarray:
@@ -261,6 +264,24 @@ def test_load_kaggle_layout_bad_png_names_the_member(make_train_7z, make_labels_
     with pytest.raises(PipelineError) as info:
         load_kaggle_layout(archive, csv)
     assert f"{archive}: member 'train/2.png'" in str(info.value)
+
+
+def test_load_kaggle_layout_matches_plain_py7zr_extraction(tmp_path):
+    # The threaded in-memory reader against the obvious way: py7zr's own extractall to
+    # disk, then PIL file by file. Same images, labels and ids, bit for bit.
+    write_kaggle_layout(tmp_path / "raw", 300, seed=5)
+    data = load_kaggle_layout(tmp_path / "raw" / "train.7z", tmp_path / "raw" / "trainLabels.csv")
+
+    with py7zr.SevenZipFile(tmp_path / "raw" / "train.7z") as seven:
+        seven.extractall(tmp_path / "plain")
+    ids = sorted(int(p.stem) for p in (tmp_path / "plain" / "train").iterdir())
+    images = np.stack([np.asarray(Image.open(tmp_path / "plain" / "train" / f"{i}.png")) for i in ids])
+    with open(tmp_path / "raw" / "trainLabels.csv", newline="") as file:
+        label_of = {int(row["id"]): CLASS_NAMES.index(row["label"]) for row in csv.DictReader(file)}
+    assert data.ids.tolist() == ids
+    assert data.labels.tolist() == [label_of[i] for i in ids]
+    assert data.images.dtype == np.uint8 and data.images.shape == (300, 32, 32, 3)
+    np.testing.assert_array_equal(data.images, images)
 
 
 # --- stratified_split -----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from cifar10_mlops.archives import list_train_7z, read_train_7z
+from cifar10_mlops.archives import TrainArchive, list_train_7z, open_train_7z
 from cifar10_mlops.atomic import atomic_path, disk_full_as_error
 from cifar10_mlops.config import CLASS_NAMES, IMAGE_SHAPE
 from cifar10_mlops.errors import PipelineError
@@ -91,6 +91,8 @@ def decode_png(png: bytes, where: str) -> np.ndarray:
                     f"{where}: image is {image.size[0]}x{image.size[1]}; CIFAR-10 images are "
                     "32x32, resize it or remove it"
                 )
+            if image.mode == "RGB":  # the usual case, 50,000 times: no converted copy
+                return np.asarray(image)
             return _to_rgb(image, where)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise PipelineError(f"{where}: not a readable PNG image; replace or remove it") from None
@@ -122,6 +124,13 @@ def check_kaggle_files(archive: Path, labels_csv: Path) -> tuple[dict[int, str],
     that every image has exactly one label row. Returns ({id: member}, {id: class index})."""
     labels_by_id = read_labels_csv(labels_csv)
     members = list_train_7z(archive)
+    _check_labels_match(archive, labels_csv, members, labels_by_id)
+    return members, labels_by_id
+
+
+def _check_labels_match(
+    archive: Path, labels_csv: Path, members: dict[int, str], labels_by_id: dict[int, int]
+) -> None:
     unlabelled = sorted(set(members) - set(labels_by_id))
     if unlabelled:
         raise PipelineError(
@@ -134,29 +143,39 @@ def check_kaggle_files(archive: Path, labels_csv: Path) -> tuple[dict[int, str],
             f"{archive}: no image 'train/{missing[0]}.png' for the label row with id {missing[0]} "
             f"({len(missing)} missing); the archive is incomplete"
         )
-    return members, labels_by_id
 
 
 def load_kaggle_layout(archive: Path, labels_csv: Path) -> LabelledImages:
     """Check names against labels first (cheap, before any decompression), then decode each
     PNG straight into its row of one preallocated uint8 array."""
-    members, labels_by_id = check_kaggle_files(archive, labels_csv)
-    ids = np.array(sorted(members), dtype=np.int64)
+    labels_by_id = read_labels_csv(labels_csv)
+    with open_train_7z(archive) as train_7z:
+        _check_labels_match(archive, labels_csv, train_7z.members, labels_by_id)
+        ids = np.array(sorted(train_7z.members), dtype=np.int64)
+        images = _decode_members(train_7z, ids)
+    labels = np.array([labels_by_id[int(i)] for i in ids], dtype=np.int64)
+    return LabelledImages(images=images, labels=labels, ids=ids)
+
+
+def _decode_members(train_7z: TrainArchive, ids: np.ndarray) -> np.ndarray:
+    """Every member decoded into its row (the order of `ids`) of one uint8 array."""
     row_of = {int(image_id): row for row, image_id in enumerate(ids)}
     images = np.empty((len(ids), *IMAGE_SHAPE), dtype=np.uint8)
     seen = np.zeros(len(ids), dtype=bool)
+    where = f"{train_7z.path}: member 'train/"
 
     def on_member(image_id: int, png: bytes) -> None:
         row = row_of[image_id]
-        images[row] = decode_png(png, f"{archive}: member 'train/{image_id}.png'")
+        images[row] = decode_png(png, f"{where}{image_id}.png'")
         seen[row] = True
 
-    read_train_7z(archive, on_member, members)
+    train_7z.read(on_member)
     if not seen.all():  # the archive listed a member that extraction never produced
         lost = int(ids[np.argmin(seen)])
-        raise PipelineError(f"{archive}: member 'train/{lost}.png' could not be extracted; download it again")
-    labels = np.array([labels_by_id[int(i)] for i in ids], dtype=np.int64)
-    return LabelledImages(images=images, labels=labels, ids=ids)
+        raise PipelineError(
+            f"{train_7z.path}: member 'train/{lost}.png' could not be extracted; download it again"
+        )
+    return images
 
 
 def stratified_split(
