@@ -111,10 +111,7 @@ def build_model(params: ModelParams, num_classes: int) -> keras.Model:
     inputs = keras.Input(shape=IMAGE_SHAPE, dtype="uint8", name="image")
     # Normalization casts the uint8 input itself, so the default model needs no custom layer.
     x = _normalize(inputs, params)
-    if params.augment:
-        # Active only in training; the saved model predicts on the plain image.
-        x = layers.RandomFlip("horizontal", name="augment_flip")(x)
-        x = layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", name="augment_shift")(x)
+    # Augmentation happens in the tf.data input pipeline (training.py), not in the model.
     if params.input_size != IMAGE_SHAPE[0]:
         size = params.input_size
         x = layers.Resizing(size, size, interpolation="bilinear", name="resize")(x)

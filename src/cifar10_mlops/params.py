@@ -74,7 +74,6 @@ class ModelParams(_Strict):
     freeze_backbone: bool = False
     dense_units: Annotated[int, Field(ge=1, le=8192)] = 256
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.3
-    augment: bool = True
     # Keras' ResNet50/VGG16 use 0.99: their moving statistics then need hundreds of steps to
     # reflect the data, and short schedules evaluate on stale statistics. 0.9 tracks faster.
     batchnorm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
@@ -92,10 +91,32 @@ class TrainParams(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = 64
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    # cosine: linear warmup, then cosine decay to zero over the remaining epochs;
+    # plateau: halve on a stalled validation metric; constant: as given.
+    lr_schedule: Literal["cosine", "plateau", "constant"] = "plateau"
+    warmup_epochs: Annotated[int, Field(ge=0, le=1000)] = 0
+    # Decoupled weight decay (Keras 3 optimizers), and label smoothing of the targets.
+    weight_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # On the fly in tf.data, training only: random crop after `crop_padding` pixels of
+    # reflection padding, and a horizontal flip.
+    augment: bool = True
+    crop_padding: Annotated[int, Field(ge=0, le=16)] = 4
     validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
-    early_stopping_patience: Annotated[int, Field(ge=0)] = 4
-    reduce_lr_patience: Annotated[int, Field(ge=0)] = 2
+    # The epoch kept (models/model.keras) is the best by this validation metric.
+    monitor: Literal["val_accuracy", "val_loss"] = "val_loss"
+    # null: train all epochs (the schedule decides); a number: stop after that many epochs
+    # without improvement of `monitor`.
+    early_stopping_patience: Annotated[int, Field(ge=1)] | None = 4
+    reduce_lr_patience: Annotated[int, Field(ge=0)] = 2  # lr_schedule: plateau only
     seed: int = 42
+    # Seeds plus TensorFlow's op determinism: the same params give the same metrics.
+    deterministic: bool = True
+    # auto: mixed float16 and XLA on a GPU, float32 without XLA on a CPU (where neither helps).
+    mixed_precision: Literal["auto", "off", "float16", "bfloat16"] = "auto"
+    jit_compile: Literal["auto", "on", "off"] = "auto"
+    # mirrored: tf.distribute.MirroredStrategy over every GPU (or every logical CPU).
+    distribution: Literal["none", "mirrored"] = "none"
 
 
 class EvaluateParams(_Strict):
