@@ -1,4 +1,4 @@
-"""The `cifar10-mlops` command: predict with a trained model, and the CI metrics gate."""
+"""The `cifar10-mlops` command: predict with a trained model, the CI metrics gate, presets."""
 
 from __future__ import annotations
 
@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     gate = commands.add_parser("gate", help="fail when metrics fall below the committed baseline")
     gate.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
     gate.add_argument("--baseline", type=Path, default=Path(".ci/baseline.json"))
+
+    preset = commands.add_parser(
+        "preset", help="print a preset as `dvc exp run` arguments",
+        description="Print presets/NAME.yaml as -S key=value arguments: "
+                    "dvc exp run $(cifar10-mlops preset NAME)",
+    )
+    preset.add_argument("name", nargs="?", help="a preset; without one, list them")
     return parser
 
 
@@ -58,6 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         from cifar10_mlops.predict import predict_to_csv
 
         return predict_to_csv(args.model, args.paths, args.output, args.batch_size, args.quiet)
+    if args.command == "preset":
+        from cifar10_mlops import presets
+
+        if args.name is None:
+            print("\n".join(presets.available()))
+        else:
+            print(" ".join(presets.dvc_set_arguments(presets.load_preset(args.name))))
+        return 0
     from cifar10_mlops.gate import run_gate
 
     return run_gate(args.metrics, args.baseline)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cifar10_mlops.cifar_resnet import cifar_resnet
 from cifar10_mlops.config import IMAGE_SHAPE
 from cifar10_mlops.errors import PipelineError
 from cifar10_mlops.params import ModelParams
@@ -43,6 +44,8 @@ BACKBONES = {
 def build_backbone(params: ModelParams) -> keras.Model:
     size = params.input_size
     weights: str | None = None if params.weights == "none" else params.weights
+    if params.backbone == "cifar_resnet":
+        return _compact_backbone(params, size, weights)
     if weights not in (None, "imagenet"):
         weights_path = Path(weights).expanduser()
         if not weights_path.is_file():
@@ -71,9 +74,33 @@ def build_backbone(params: ModelParams) -> keras.Model:
         raise
 
 
+def _compact_backbone(params: ModelParams, size: int, weights: str | None) -> keras.Model:
+    if weights == "imagenet":
+        raise PipelineError(
+            "params.yaml: model.weights 'imagenet' does not exist for model.backbone "
+            "'cifar_resnet'; use 'none', a weights file, or backbone resnet50/vgg16"
+        )
+    backbone = cifar_resnet((size, size, 3), params.cifar_resnet.depth, params.cifar_resnet.width)
+    if weights:
+        weights_path = Path(weights).expanduser()
+        if not weights_path.is_file():
+            raise PipelineError(
+                f"params.yaml: model.weights '{weights}' is not a file; give a path to a "
+                "cifar_resnet weights file, or 'none'"
+            )
+        try:
+            backbone.load_weights(weights_path)
+        except ValueError as exc:
+            raise PipelineError(
+                f"params.yaml: model.weights '{weights}' does not fit the cifar_resnet backbone "
+                f"({str(exc).splitlines()[0][:160]}); use weights saved from the same depth and width"
+            ) from None
+    return backbone
+
+
 def _normalize(x, params: ModelParams):
     """uint8 -> float, standardised the way the backbone's weights expect."""
-    if params.weights == "none":
+    if params.weights == "none" or params.backbone == "cifar_resnet":  # ours is trained on CIFAR
         x = layers.Normalization(
             mean=list(CIFAR_MEAN), variance=[s * s for s in CIFAR_STD], name="standardize"
         )(x)

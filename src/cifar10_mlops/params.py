@@ -65,8 +65,22 @@ class SplitParams(_Strict):
     official_test: bool = False
 
 
+class CifarResNetParams(_Strict):
+    """The compact CIFAR-style ResNet (He et al. 2016, section 4.2): 6n+2 layers."""
+
+    depth: Annotated[int, Field(ge=8, le=1202)] = 20
+    width: Annotated[int, Field(ge=4, le=256)] = 16  # filters of the first stage; x2, x4 after
+
+    @field_validator("depth")
+    @classmethod
+    def _six_n_plus_two(cls, value: int) -> int:
+        if (value - 2) % 6:
+            raise ValueError("must be 6n+2 (8, 14, 20, 32, 44, 56, 110)")
+        return value
+
+
 class ModelParams(_Strict):
-    backbone: Literal["resnet50", "vgg16"] = "resnet50"
+    backbone: Literal["resnet50", "vgg16", "cifar_resnet"] = "resnet50"
     # none | imagenet | path to a weights file (.weights.h5 / .h5) for the backbone
     weights: str = "none"
     input_size: Annotated[int, Field(ge=32, le=512)] = 32
@@ -77,6 +91,7 @@ class ModelParams(_Strict):
     # Keras' ResNet50/VGG16 use 0.99: their moving statistics then need hundreds of steps to
     # reflect the data, and short schedules evaluate on stale statistics. 0.9 tracks faster.
     batchnorm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+    cifar_resnet: CifarResNetParams = CifarResNetParams()
 
     @field_validator("weights")
     @classmethod
