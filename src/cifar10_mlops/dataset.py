@@ -12,6 +12,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -182,27 +183,76 @@ def stratified_split(
     data: LabelledImages, test_size: float, seed: int, key: str = "split.test_size"
 ) -> tuple[LabelledImages, LabelledImages]:
     """Seeded, stratified split: each class keeps its share in both halves."""
-    from sklearn.model_selection import train_test_split
+    train_index, test_index = split_indices(data, test_size, seed, key)
+    return _subset(data, train_index), _subset(data, test_index)
 
+
+def split_indices(
+    data: LabelledImages, test_size: float, seed: int, key: str = "split.test_size"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of `data` in the train and the test half of stratified_split, each sorted."""
     counts = np.bincount(data.labels, minlength=len(data.class_names))
     present = np.flatnonzero(counts)
     smallest = int(present[counts[present].argmin()])
     n_test = int(np.ceil(test_size * len(data.labels)))
     n_train = len(data.labels) - n_test
-    # sklearn needs two images per class and at least one per class on each side.
+    # A stratified split needs two images per class and at least one per class on each side.
     if counts[smallest] < 2 or min(n_test, n_train) < len(present):
         raise PipelineError(
             f"{key}={test_size}: class '{data.class_names[smallest]}' has "
             f"{counts[smallest]} image(s) of {len(data.labels)}, too few for a stratified split; "
             f"add images or change {key}"
         )
-    index = np.arange(len(data.labels))
-    train_index, test_index = train_test_split(
-        index, test_size=test_size, random_state=seed, stratify=data.labels
-    )
-    train_index.sort()
-    test_index.sort()
-    return _subset(data, train_index), _subset(data, test_index)
+    return _stratified_indices(data.labels, n_train, n_test, seed)
+
+
+def _stratified_indices(
+    labels: np.ndarray, n_train: int, n_test: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows that sklearn's train_test_split(np.arange(len(labels)), test_size=n_test,
+    random_state=seed, stratify=labels) puts in train and in test, each sorted.
+
+    StratifiedShuffleSplit._iter_indices (scikit-learn 1.9, BSD-3-Clause) step for step: the
+    same RandomState draws in the same order, so the split is the one sklearn has always made
+    here. Not imported because `sklearn.model_selection` alone costs ~130 MiB of RSS, next to
+    the 146 MiB of pixels. tests/test_dataset_split.py compares the two on many inputs.
+    sklearn's last step, a shuffle of each half, is left out: both halves are sorted anyway.
+    """
+    rng = np.random.RandomState(seed)
+    _, class_of_row, class_counts = np.unique(labels, return_inverse=True, return_counts=True)
+    # The rows of each class, in row order.
+    class_rows = np.split(np.argsort(class_of_row, kind="stable"), np.cumsum(class_counts)[:-1])
+    n_i = _approximate_mode(class_counts, n_train, rng)
+    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    train: list[np.ndarray] = []
+    test: list[np.ndarray] = []
+    for i in range(len(class_counts)):
+        shuffled = class_rows[i].take(rng.permutation(class_counts[i]), mode="clip")
+        train.append(shuffled[: n_i[i]])
+        test.append(shuffled[n_i[i] : n_i[i] + t_i[i]])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """sklearn.utils.extmath._approximate_mode (scikit-learn 1.9, BSD-3-Clause), unchanged:
+    how many of `n_draws` each class gets, proportional to `class_counts`; the rounding
+    remainders go to the largest fractions, ties broken by `rng`."""
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:
+        remainder = continuous - floored
+        values = np.sort(np.unique(remainder))[::-1]
+        for value in values:
+            (inds,) = np.where(remainder == value)
+            # Drawn even when every tie is taken: the draw moves rng on, as in sklearn.
+            add_now = min(len(inds), need_to_add)
+            inds = rng.choice(inds, size=add_now, replace=False)
+            floored[inds] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
 
 
 def _subset(data: LabelledImages, index: np.ndarray) -> LabelledImages:
@@ -212,28 +262,78 @@ def _subset(data: LabelledImages, index: np.ndarray) -> LabelledImages:
     )
 
 
-def save_npz(data: LabelledImages, path: Path) -> None:
+@dataclass(frozen=True)
+class Rows:
+    """The rows `index` of `data`, in that order, not copied out yet (index None: every row).
+
+    save_split and save_npz gather them a chunk at a time straight into the npz, so writing a
+    split never holds a second copy of the pixels (146 MiB for 50,000 images)."""
+
+    data: LabelledImages
+    index: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.data.labels) if self.index is None else len(self.index)
+
+    def materialise(self) -> LabelledImages:
+        return self.data if self.index is None else _subset(self.data, self.index)
+
+
+def save_npz(data: LabelledImages | Rows, path: Path) -> None:
     with atomic_path(path) as tmp:
-        _write_npz(data, tmp)
+        _write_npz(_as_rows(data), tmp)
 
 
-def save_split(train: LabelledImages, test: LabelledImages, train_path: Path, test_path: Path) -> None:
+def save_split(
+    train: LabelledImages | Rows, test: LabelledImages | Rows, train_path: Path, test_path: Path
+) -> None:
     """Both files or neither: a failure while writing the second must not pair a new
     train.npz with the old test.npz."""
     with atomic_path(train_path) as train_tmp, atomic_path(test_path) as test_tmp:
         # Translated here, so a full disk names the file being written, not the inner one.
         with disk_full_as_error(train_path):
-            _write_npz(train, train_tmp)
+            _write_npz(_as_rows(train), train_tmp)
         with disk_full_as_error(test_path):
-            _write_npz(test, test_tmp)
+            _write_npz(_as_rows(test), test_tmp)
 
 
-def _write_npz(data: LabelledImages, path: Path) -> None:
-    """Uncompressed npz (PNG-like pixels barely compress, and loading stays a memcpy)."""
-    np.savez(
-        path, images=data.images, labels=data.labels, ids=data.ids,
-        class_names=np.array(data.class_names),
-    )
+def _as_rows(data: LabelledImages | Rows) -> Rows:
+    return data if isinstance(data, Rows) else Rows(data)
+
+
+# Rows gathered per write: 2,048 images are 6 MiB.
+_CHUNK_ROWS = 2048
+
+
+def _write_npz(rows: Rows, path: Path) -> None:
+    """Uncompressed npz (PNG-like pixels barely compress, and loading stays a memcpy).
+
+    What np.savez(path, images=, labels=, ids=, class_names=) writes for the gathered rows,
+    member for member and byte for byte (same names, npy headers and data), but each member
+    is written from the full array `_CHUNK_ROWS` rows at a time, never as a whole copy."""
+    data = rows.data
+    with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as npz:
+        for name, array in (("images", data.images), ("labels", data.labels), ("ids", data.ids)):
+            # force_zip64 as np.savez does (numpy gh-10776): the size is not known up front.
+            with npz.open(f"{name}.npy", "w", force_zip64=True) as member:
+                _write_npy_rows(member, array, rows.index)
+        with npz.open("class_names.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, np.array(data.class_names), allow_pickle=False)
+
+
+def _write_npy_rows(member: IO[bytes], array: np.ndarray, index: np.ndarray | None) -> None:
+    """The .npy of array[index] (array if index is None), a chunk of rows at a time."""
+    count = len(array) if index is None else len(index)
+    header = {
+        "descr": np.lib.format.dtype_to_descr(array.dtype),
+        "fortran_order": False,
+        "shape": (count, *array.shape[1:]),
+    }
+    np.lib.format.write_array_header_1_0(member, header)
+    for start in range(0, count, _CHUNK_ROWS):
+        stop = min(start + _CHUNK_ROWS, count)
+        chunk = array[start:stop] if index is None else array.take(index[start:stop], axis=0)
+        member.write(memoryview(np.ascontiguousarray(chunk)).cast("B"))
 
 
 def load_npz(path: Path) -> LabelledImages:

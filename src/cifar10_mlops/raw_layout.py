@@ -10,13 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from cifar10_mlops.cifar_binary import BATCHES_DIR, check_binary_batches, load_binary_batches
+from cifar10_mlops.cifar_binary import (
+    BATCHES_DIR,
+    check_binary_batches,
+    data_batch_files,
+    load_binary_batches,
+    read_batches,
+)
 from cifar10_mlops.config import LABELS_CSV, TRAIN_ARCHIVE
 from cifar10_mlops.dataset import (
     LabelledImages,
+    Rows,
     check_kaggle_files,
     load_kaggle_layout,
-    stratified_split,
+    split_indices,
 )
 from cifar10_mlops.errors import PipelineError
 from cifar10_mlops.params import SplitParams
@@ -47,17 +54,30 @@ def check_layout(raw_dir: Path) -> None:
 
 def load_split(raw_dir: Path, split: SplitParams) -> tuple[LabelledImages, LabelledImages]:
     """(train, test) from raw_dir, following params.yaml's split section."""
+    train, test = load_split_rows(raw_dir, split)
+    return train.materialise(), test.materialise()
+
+
+def load_split_rows(raw_dir: Path, split: SplitParams) -> tuple[Rows, Rows]:
+    """load_split's (train, test) as rows of the images read, not yet copied out: save_split
+    writes them without a second copy of the pixels (the preprocess stage's peak memory)."""
     raw_dir = Path(raw_dir)
     if detect_layout(raw_dir) == "binary":
-        return load_binary_batches(
-            raw_dir / BATCHES_DIR, split.official_test, split.test_size, split.seed
-        )
-    if split.official_test:
-        raise PipelineError(
-            f"params.yaml: split.official_test is true, but {raw_dir} holds the Kaggle files "
-            f"({TRAIN_ARCHIVE} + {LABELS_CSV}), which have no labelled test set; set "
-            "split.official_test: false, or use data.source: cifar10 or a local "
-            "cifar-10-binary.tar.gz"
-        )
-    data = load_kaggle_layout(raw_dir / TRAIN_ARCHIVE, raw_dir / LABELS_CSV)
-    return stratified_split(data, split.test_size, split.seed)
+        if split.official_test:
+            train, test = load_binary_batches(
+                raw_dir / BATCHES_DIR, split.official_test, split.test_size, split.seed
+            )
+            return Rows(train), Rows(test)
+        # What load_binary_batches splits, with the split kept as indices.
+        data = read_batches(data_batch_files(raw_dir / BATCHES_DIR))
+    else:
+        if split.official_test:
+            raise PipelineError(
+                f"params.yaml: split.official_test is true, but {raw_dir} holds the Kaggle files "
+                f"({TRAIN_ARCHIVE} + {LABELS_CSV}), which have no labelled test set; set "
+                "split.official_test: false, or use data.source: cifar10 or a local "
+                "cifar-10-binary.tar.gz"
+            )
+        data = load_kaggle_layout(raw_dir / TRAIN_ARCHIVE, raw_dir / LABELS_CSV)
+    train_index, test_index = split_indices(data, split.test_size, split.seed)
+    return Rows(data, train_index), Rows(data, test_index)

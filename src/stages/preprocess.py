@@ -6,15 +6,16 @@ from cifar10_mlops import config
 from cifar10_mlops.dataset import save_split
 from cifar10_mlops.errors import report_errors
 from cifar10_mlops.params import load_params
-from cifar10_mlops.raw_layout import load_split
+from cifar10_mlops.raw_layout import load_split_rows
 
 
 @report_errors
 def main() -> None:
     params = load_params(config.PARAMS_FILE)
-    train, test = load_split(config.RAW_DIR, params.split)
+    # Rows, not copies: the npz files are written from the one array of decoded images.
+    train, test = load_split_rows(config.RAW_DIR, params.split)
     save_split(train, test, config.TRAIN_NPZ, config.TEST_NPZ)
-    print(f"preprocess: {len(train.labels)} train / {len(test.labels)} test images")
+    print(f"preprocess: {len(train)} train / {len(test)} test images")
 
 
 if __name__ == "__main__":
