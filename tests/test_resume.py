@@ -1,7 +1,8 @@
 """Resume and determinism through real `dvc repro` runs in a temporary copy of the pipeline.
 
-- SIGKILL the whole `dvc repro` (DVC and the training process) in the middle of an epoch;
-  the next `dvc repro` continues after the last finished epoch, in the same MLflow run.
+- SIGKILL the whole `dvc repro` (DVC and the training process) in the middle of an epoch, or
+  while an epoch's backup is being written; the next `dvc repro` continues after the last
+  complete backup, in the same MLflow run.
 - `train.deterministic: true`: two `dvc repro --force` give identical reports/metrics.json.
 """
 
@@ -30,41 +31,51 @@ EPOCHS = 4
 
 
 def finished_epochs(root) -> int:
-    """Epochs the training state has backed up (their history rows are written first)."""
-    rows = 0
-    for history in root.glob(".training_state/backup-*/history.csv"):
-        if list(history.parent.glob("keras/*")):
-            with open(history, newline="") as handle:
-                rows = max(rows, len(list(csv.DictReader(handle))))
-    return rows
+    """The epoch count of the newest complete backup (epoch-<N>; epoch-<N>.tmp is unfinished)."""
+    names = [path.name for path in root.glob(".training_state/backup-*/epoch-*")]
+    return max((int(name[6:]) for name in names if name[6:].isdigit()), default=0)
 
 
-def kill_during_second_epoch(root) -> None:
+def second_backup_begun(root) -> bool:
+    return bool(list(root.glob(".training_state/backup-*/epoch-2.tmp")))
+
+
+# When to kill: once `ready(root)`, then `delay` seconds later.
+KILL_MOMENTS = {
+    "in the second epoch": (lambda root: finished_epochs(root) >= 1, 1.0),
+    "while the second epoch's backup is written": (second_backup_begun, 0.0),
+}
+
+
+def run_and_kill(root, ready, delay: float) -> None:
     process = subprocess.Popen(
         [str(VENV_BIN / "dvc"), "repro"], cwd=root, env=pipeline_env(root),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 600
-        while finished_epochs(root) < 1:
-            assert process.poll() is None, "dvc repro ended before the first epoch finished"
-            assert time.monotonic() < deadline, "no epoch finished in 10 minutes"
-            time.sleep(0.2)
-        time.sleep(1.0)  # into the next epoch
+        while not ready(root):
+            assert process.poll() is None, "dvc repro ended before the moment to kill it"
+            assert time.monotonic() < deadline, "that moment did not come in 10 minutes"
+            time.sleep(0.01)
+        time.sleep(delay)
         assert process.poll() is None, "training finished before it could be killed"
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
-def test_a_sigkilled_training_resumes_after_the_last_finished_epoch(tmp_path):
+@pytest.mark.parametrize("moment", KILL_MOMENTS)
+def test_a_sigkilled_training_resumes_after_the_last_finished_epoch(tmp_path, moment):
     params = deep_update(json.loads(json.dumps(TINY_PARAMS)), {
         "data": {"synthetic": {"count": 400}}, "train": {"epochs": EPOCHS},
     })
     root = make_pipeline_repo(tmp_path / "repo", params)
-    kill_during_second_epoch(root)
+    run_and_kill(root, *KILL_MOMENTS[moment])
     done_before_kill = finished_epochs(root)
     assert 1 <= done_before_kill < EPOCHS
+    if KILL_MOMENTS[moment][0] is second_backup_begun:
+        assert second_backup_begun(root)  # the kill did tear a backup
 
     result = dvc(root, "repro")
     assert f"resumed after epoch {done_before_kill}" in result.stdout, result.stdout

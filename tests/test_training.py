@@ -102,3 +102,74 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICAS 2" in result.stdout
     assert (tmp_path / "m.keras").is_file()
+
+
+def _tiny_compiled_model(seed: int):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.AdamW(0.01), loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _fit_with_backups(model, state, epochs: int, initial_epoch: int = 0) -> None:
+    import keras
+
+    from cifar10_mlops.training import EpochBackup
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, 4), dtype=np.float32), rng.integers(0, 3, 32)
+    model.fit(x, y, batch_size=8, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=[
+        keras.callbacks.CSVLogger(str(state.history_csv), append=True),
+        EpochBackup(state, "loss", "min"),
+    ])
+
+
+def test_training_state_resumes_from_the_last_complete_backup_past_a_kills_litter(tmp_path):
+    from cifar10_mlops.training import TrainingState
+
+    state = TrainingState(tmp_path, "key")
+    trained = _tiny_compiled_model(seed=1)
+    assert state.restore(trained) == 0
+    _fit_with_backups(trained, state, epochs=2)
+    # What a kill during epoch 3's backup leaves: its history row, then a torn line, and a
+    # half-written epoch-3.tmp.
+    with open(state.history_csv, "a") as handle:
+        handle.write("2,0.5,0.01\n3,0.4")
+    torn = state.directory / "epoch-3.tmp"
+    torn.mkdir()
+    (torn / "state.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+
+    resumed = _tiny_compiled_model(seed=2)
+    state = TrainingState(tmp_path, "key")
+    assert state.restore(resumed) == state.finished_epochs() == 2
+    assert sorted(p.name for p in state.directory.iterdir()) == ["epoch-2", "history.csv"]
+    assert [int(row["epoch"]) for row in state.history_rows()] == [0, 1]
+    assert int(resumed.optimizer.iterations) == int(trained.optimizer.iterations) == 8
+    for mine, theirs in zip(resumed.weights + resumed.optimizer.variables,
+                            trained.weights + trained.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+    _fit_with_backups(resumed, state, epochs=3, initial_epoch=2)
+    assert int(resumed.optimizer.iterations) == 12
+    assert [int(row["epoch"]) for row in state.history_rows()] == [0, 1, 2]
+    assert sorted(p.name for p in state.directory.iterdir()) == ["epoch-3", "history.csv"]
+    assert state.best_weights.is_file()
+
+
+def test_training_state_starts_afresh_when_no_backup_is_readable(tmp_path):
+    from cifar10_mlops.training import TrainingState
+
+    state = TrainingState(tmp_path, "key")
+    (state.directory / "epoch-1").mkdir()
+    (state.directory / "epoch-1" / "state.weights.h5").write_bytes(b"garbage")
+    state.history_csv.write_text("epoch,loss\n0,1.5\n")
+    model = _tiny_compiled_model(seed=1)
+    model.optimizer.build(model.trainable_variables)
+    fresh = [v.numpy() for v in model.weights + model.optimizer.variables]
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert state.restore(model) == 0
+    assert not list(state.directory.iterdir()) and state.history_rows() == []
+    for variable, value in zip(model.weights + model.optimizer.variables, fresh, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)

@@ -30,7 +30,7 @@ def _current_umask() -> int:
     return mask
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     # Flush the data before the rename so that after a power cut the name never points at an
     # empty file. Best effort: some file systems (and Windows) refuse fsync on a read handle.
     try:
@@ -76,7 +76,7 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
         with disk_full_as_error(final):
             yield tmp
             os.chmod(tmp, mode)
-            _fsync_file(tmp)
+            fsync_path(tmp)
             os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)

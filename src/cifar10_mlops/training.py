@@ -3,25 +3,29 @@
 - Input: batches of uint8 images straight from the arrays; augmentation (random crop after
   reflection padding, horizontal flip) runs on the fly in tf.data; the model casts,
   normalises and resizes inside itself. No float32 or resized copy of the data set exists.
-- Resume: Keras' BackupAndRestore keeps the last finished epoch (weights, optimizer, epoch) in
-  .training_state/backup-<digest>, outside DVC's outputs. A training killed mid-epoch (even
-  with SIGKILL) continues from there when `dvc repro` runs again with the same params and
-  data; a different digest starts afresh.
-- The model saved is the best epoch by `train.monitor` (its weights are kept beside the
-  backup, with the best value so far, so a resumed run keeps comparing against it).
+- Resume: each finished epoch is backed up (weights with the optimizer's variables, the best
+  weights so far, the history) into .training_state/backup-<digest>/epoch-<N>, outside DVC's
+  outputs. A backup is written under a temporary name and renamed when complete, so a
+  training killed at any moment (even with SIGKILL, even mid-write) continues after the last
+  complete backup when `dvc repro` runs again with the same params and data; a different
+  digest, or no complete backup, starts afresh.
+- The model saved is the best epoch by `train.monitor` (its weights are kept in the backup,
+  and its value in the history, so a resumed run keeps comparing against it).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cifar10_mlops.atomic import atomic_path
+from cifar10_mlops.atomic import atomic_path, fsync_path
 from cifar10_mlops.dataset import LabelledImages, stratified_split
 from cifar10_mlops.model import build_model
 from cifar10_mlops.params import Params, TrainParams
@@ -165,16 +169,17 @@ def train_model(
     with runtime.strategy.scope():
         model = build_model(params.model, num_classes=len(train_data.class_names))
         compile_model(model, cfg, runtime.jit_compile)
+        state = TrainingState(Path(checkpoint_dir), resume_key)
+        resumed_from = state.restore(model)  # in the scope: it builds the optimizer's variables
 
     monitor = cfg.monitor if validation is not None else "loss"
-    state = TrainingState(Path(checkpoint_dir), resume_key)
-    resumed_from = state.finished_epochs()
     history = model.fit(
         make_dataset(train_data, cfg.batch_size, cfg.seed, cfg.augment, cfg.crop_padding),
         validation_data=(
             make_dataset(validation, cfg.batch_size, shuffle_seed=None) if validation else None
         ),
         epochs=cfg.epochs,
+        initial_epoch=resumed_from,  # the learning rate schedule counts from here too
         shuffle=False,  # the tf.data pipeline shuffles; fit's own flag only warns
         callbacks=_callbacks(cfg, monitor, state),
         verbose=verbose,
@@ -214,11 +219,6 @@ def _callbacks(cfg: TrainParams, monitor: str, state: TrainingState) -> list:
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch, lr: learning_rate_at(epoch, cfg, lr)),
         keras.callbacks.CSVLogger(str(state.history_csv), append=True),
-        keras.callbacks.ModelCheckpoint(
-            state.best_weights, monitor=monitor, mode=mode, save_best_only=True,
-            save_weights_only=True, initial_value_threshold=state.best_value(monitor),
-        ),
-        EpochMetricsLogger(),
     ]
     if cfg.lr_schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
@@ -228,17 +228,37 @@ def _callbacks(cfg: TrainParams, monitor: str, state: TrainingState) -> list:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode, patience=cfg.early_stopping_patience
         ))
-    # Last at each epoch's end: an epoch counts as finished only once its history row and
-    # best weights are on disk. (Its restore at the start of fit runs before any epoch.)
-    callbacks.append(keras.callbacks.BackupAndRestore(str(state.backup_dir), delete_checkpoint=False))
+    # Last at each epoch's end: the backup takes the history row just written, and MLflow
+    # logs only a backed-up epoch, so an epoch redone after a kill is not logged twice.
+    callbacks += [EpochBackup(state, monitor, mode), EpochMetricsLogger()]
     return callbacks
 
 
-class TrainingState:
-    """.training_state/backup-<key>/: Keras' backup, the best weights so far, the history.
+class EpochBackup(keras.callbacks.Callback):
+    """Backs up the training state after each epoch, with the best weights by `monitor`."""
 
-    The key is a digest of the params and data: only the same training resumes; any other
-    key's leftovers are removed when a training starts."""
+    def __init__(self, state: TrainingState, monitor: str, mode: str) -> None:
+        super().__init__()
+        self.state, self.monitor, self.maximise = state, monitor, mode == "max"
+        self.best = state.best_value(monitor)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = float((logs or {})[self.monitor])
+        improved = self.best is None or (value > self.best if self.maximise else value < self.best)
+        if improved:
+            self.best = value
+        self.state.save(self.model, epoch + 1, improved)
+
+
+class TrainingState:
+    """.training_state/backup-<key>/: history.csv (CSVLogger's, growing) and epoch-<N>/, the
+    backup after N finished epochs: the weights with the optimizer's variables, the best
+    weights so far and the history up to then.
+
+    A backup is written as epoch-<N>.tmp and renamed when complete, so a kill at any moment
+    leaves the previous backup or the new one, never a torn one. The key is a digest of the
+    params and data: only the same training resumes; any other key's leftovers are removed
+    when a training starts."""
 
     def __init__(self, root: Path, key: str) -> None:
         name = "backup-" + "".join(c for c in key if c.isalnum())[-16:]
@@ -246,24 +266,82 @@ class TrainingState:
             if stale.name != name:
                 shutil.rmtree(stale, ignore_errors=True)
         self.directory = root / name
-        self.backup_dir = self.directory / "keras"
-        self.best_weights = self.directory / "best.weights.h5"
         self.history_csv = self.directory / "history.csv"
+        self.latest: Path | None = None  # the newest complete backup
         self.directory.mkdir(parents=True, exist_ok=True)
-        if not self.backup_dir.exists():  # nothing to resume: no stale history either
+
+    @property
+    def best_weights(self) -> Path:
+        if self.latest is None:
+            raise RuntimeError(f"{self.directory}: no epoch backed up yet")
+        return self.latest / "best.weights.h5"
+
+    def restore(self, model: keras.Model) -> int:
+        """Load the newest readable backup into the compiled `model` and return its epoch
+        count; 0 (nothing loaded, no history) when the training starts afresh. Everything
+        else in the directory (torn *.tmp, older or unreadable backups) is removed."""
+        if not model.optimizer.built:  # its variables must exist to be loaded
+            model.optimizer.build(model.trainable_variables)
+        fresh = model.get_weights(), [v.numpy() for v in model.optimizer.variables]
+        complete = [p for p in self.directory.glob("epoch-*") if p.name[6:].isdigit()]
+        for backup in sorted(complete, key=lambda p: int(p.name[6:]), reverse=True):
+            try:
+                model.load_weights(backup / "state.weights.h5")
+                # The history as it was then: rows of later epochs and a torn last line go.
+                shutil.copyfile(backup / "history.csv", self.history_csv)
+                self.latest = backup
+                break
+            except Exception as error:  # a damaged disk, not a kill: try an older one
+                warnings.warn(f"{backup}: unreadable, not resumed from ({error})", stacklevel=2)
+        else:  # a failed load may have overwritten some variables
+            model.set_weights(fresh[0])
+            for variable, value in zip(model.optimizer.variables, fresh[1], strict=True):
+                variable.assign(value)
             self.history_csv.unlink(missing_ok=True)
-            self.best_weights.unlink(missing_ok=True)
+        for path in list(self.directory.iterdir()):
+            if path in (self.latest, self.history_csv):
+                continue
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        return self.finished_epochs()
+
+    def save(self, model: keras.Model, finished: int, best: bool) -> None:
+        """Back up after `finished` epochs; `best`: this epoch's weights are the best so far."""
+        tmp = self.directory / f"epoch-{finished}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        model.save_weights(tmp / "state.weights.h5")  # the optimizer's variables included
+        if best or self.latest is None:
+            model.save_weights(tmp / "best.weights.h5")
+        else:
+            try:
+                os.link(self.best_weights, tmp / "best.weights.h5")  # the same file, no copy
+            except OSError:  # a file system without hard links
+                shutil.copyfile(self.best_weights, tmp / "best.weights.h5")
+        shutil.copyfile(self.history_csv, tmp / "history.csv")
+        for path in [*tmp.iterdir(), tmp]:
+            fsync_path(path)  # on disk before the rename makes the backup count
+        backup = self.directory / f"epoch-{finished}"
+        os.replace(tmp, backup)
+        fsync_path(self.directory)
+        if self.latest is not None:
+            shutil.rmtree(self.latest, ignore_errors=True)
+        self.latest = backup
 
     def history_rows(self) -> list[dict[str, str]]:
-        """One row per epoch; an epoch redone after a kill keeps its last row."""
+        """One row per epoch (the last one written wins); a torn or garbage line is skipped."""
         if not self.history_csv.is_file():
             return []
         with open(self.history_csv, newline="") as handle:
-            by_epoch = {row["epoch"]: row for row in csv.DictReader(handle)}
-        return [by_epoch[epoch] for epoch in sorted(by_epoch, key=int)]
+            rows = [row for row in csv.DictReader(handle) if _complete_row(row)]
+        by_epoch = {int(row["epoch"]): row for row in rows}
+        return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
     def finished_epochs(self) -> int:
-        return len(self.history_rows()) if self.backup_dir.exists() else 0
+        """The epoch count of the newest backup: the one restored, then the last saved."""
+        return int(self.latest.name[6:]) if self.latest is not None else 0
 
     def best_value(self, monitor: str) -> float | None:
         values = [float(row[monitor]) for row in self.history_rows() if row.get(monitor)]
@@ -274,3 +352,8 @@ class TrainingState:
     def finish(self) -> None:
         """Training is complete and saved: nothing left to resume."""
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _complete_row(row: dict) -> bool:
+    # A short line leaves values None, a long one a None key; the epoch must be a number.
+    return None not in row and None not in row.values() and str(row.get("epoch")).isdigit()
