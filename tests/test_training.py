@@ -44,7 +44,7 @@ def test_tiny_training_writes_the_model_history_and_checkpoint(tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == outcome.epochs_run == 2
     assert {"accuracy", "loss", "val_accuracy", "val_loss", "learning_rate"} <= set(rows[0])
-    assert outcome.monitor == "val_loss" and outcome.resumed_from_epoch == 0
+    assert outcome.monitor == "val_accuracy" and outcome.resumed_from_epoch == 0
     model = load_model(tmp_path / "model.keras")
     assert model.predict(_easy_images(4).images, verbose=0).shape == (4, 10)
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no litter

@@ -102,27 +102,27 @@ class ModelParams(_Strict):
 
 
 class TrainParams(_Strict):
-    epochs: Annotated[int, Field(ge=1, le=10_000)] = 8
+    epochs: Annotated[int, Field(ge=1, le=10_000)] = 16
     batch_size: Annotated[int, Field(ge=1, le=65_536)] = 64
     optimizer: Literal["adam", "rmsprop", "sgd"] = "adam"
     learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
     # cosine: linear warmup, then cosine decay to zero over the remaining epochs;
     # plateau: halve on a stalled validation metric; constant: as given.
-    lr_schedule: Literal["cosine", "plateau", "constant"] = "plateau"
-    warmup_epochs: Annotated[int, Field(ge=0, le=1000)] = 0
+    lr_schedule: Literal["cosine", "plateau", "constant"] = "cosine"
+    warmup_epochs: Annotated[int, Field(ge=0, le=1000)] = 1
     # Decoupled weight decay (Keras 3 optimizers), and label smoothing of the targets.
-    weight_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     # On the fly in tf.data, training only: random crop after `crop_padding` pixels of
     # reflection padding, and a horizontal flip.
     augment: bool = True
-    crop_padding: Annotated[int, Field(ge=0, le=16)] = 4
+    crop_padding: Annotated[int, Field(ge=0, le=16)] = 2
     validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     # The epoch kept (models/model.keras) is the best by this validation metric.
-    monitor: Literal["val_accuracy", "val_loss"] = "val_loss"
+    monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     # null: train all epochs (the schedule decides); a number: stop after that many epochs
     # without improvement of `monitor`.
-    early_stopping_patience: Annotated[int, Field(ge=1)] | None = 4
+    early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
     reduce_lr_patience: Annotated[int, Field(ge=0)] = 2  # lr_schedule: plateau only
     seed: int = 42
     # Seeds plus TensorFlow's op determinism: the same params give the same metrics.
