@@ -59,3 +59,17 @@ def test_a_malformed_assignment_says_what_is_expected():
     with pytest.raises(PipelineError, match="expected KEY=VALUE"):
         presets.parse_assignment("train.epochs")
     assert presets.parse_assignment("a.b.c=null") == {"a": {"b": {"c": None}}}
+
+
+def _leaf_keys(tree: dict, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    for key, value in tree.items():
+        keys |= _leaf_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key}
+    return keys
+
+
+@pytest.mark.parametrize("name", presets.available())
+def test_every_key_a_preset_sets_is_already_in_params_yaml(name):
+    # `dvc exp run -S key=value` can only override keys params.yaml has (new ones need '+').
+    committed = _leaf_keys(yaml.safe_load((presets.config.PARAMS_FILE).read_text()))
+    assert _leaf_keys(presets.load_preset(name)) <= committed
