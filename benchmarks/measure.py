@@ -43,3 +43,21 @@ def measured(args: list[str], **kwargs) -> tuple[float, float]:
 
 def python_code(code: str, *args: str) -> list[str]:
     return [sys.executable, "-c", code, *args]
+
+
+def epoch_timer(keras):
+    """A Keras callback that keeps each epoch's wall seconds (keras passed in: it is imported
+    only in the child processes, with whatever backend they run)."""
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()

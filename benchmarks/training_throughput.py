@@ -24,10 +24,9 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from measure import measured
+from measure import epoch_timer, measured
 
 # variant -> (mixed precision, jit_compile); None: what `auto` resolves to here.
 VARIANTS = {
@@ -124,7 +123,7 @@ def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
     keras.mixed_precision.set_global_policy(runtime.mixed_precision)
     data = seeded_data(count)
     model = compiled_model(float_input=(variant == "naive"), train=train, jit=runtime.jit_compile)
-    timer = epoch_timer()
+    timer = epoch_timer(keras)
     fit = {"epochs": epochs, "callbacks": [timer], "verbose": 0}
     if variant == "naive":
         x = data.images.astype("float32") / 255.0  # the seed notebooks' float copy
@@ -166,24 +165,6 @@ def compiled_model(float_input: bool, train, jit: bool):
         model = keras.models.clone_model(model, input_tensors=inputs)
     training.compile_model(model, train, jit_compile=jit)
     return model
-
-
-def epoch_timer():
-    """A Keras callback that keeps the wall seconds of each epoch (Keras loads in the child)."""
-    from cifar10_mlops.quiet_tensorflow import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None) -> None:
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None) -> None:
-            self.seconds.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
 
 
 if __name__ == "__main__":
