@@ -23,11 +23,13 @@ def test_cosine_warms_up_linearly_then_decays_to_zero_at_the_end():
 
 
 def test_constant_keeps_the_peak_and_plateau_keeps_what_the_callback_set():
-    constant = TrainParams(learning_rate=0.01, lr_schedule="constant")
+    constant = TrainParams(learning_rate=0.01, lr_schedule="constant", warmup_epochs=0)
     assert {learning_rate_at(epoch, constant, current=0.5) for epoch in range(5)} == {0.01}
-    plateau = TrainParams(learning_rate=0.01, lr_schedule="plateau")
+    plateau = TrainParams(learning_rate=0.01, lr_schedule="plateau", warmup_epochs=0)
     assert learning_rate_at(0, plateau, current=0.5) == 0.01  # starts at the peak
     assert learning_rate_at(3, plateau, current=0.0025) == 0.0025  # then ReduceLROnPlateau's
+    warm = TrainParams(learning_rate=0.01, lr_schedule="constant", warmup_epochs=1)
+    assert [learning_rate_at(e, warm, current=0.5) for e in range(3)] == [0.005, 0.01, 0.01]
 
 
 def _gradient_images(count: int) -> LabelledImages:
