@@ -63,6 +63,9 @@ class Child:
         self.process = subprocess.Popen(
             [sys.executable, str(script), mode, str(workdir), str(epochs)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            # A shell that starts the suite in the background ignores SIGINT, and a child
+            # inherits that: Python would then never raise KeyboardInterrupt.
+            preexec_fn=_default_sigint,
         )
         ready, _, _ = select.select([self.process.stdout], [], [], 180)
         self.run_id = self.process.stdout.readline().strip() if ready else ""
@@ -77,6 +80,10 @@ class Child:
     def wait(self) -> int:
         _, self.stderr = self.process.communicate(timeout=120)
         return self.process.returncode
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start(workdir: Path, epochs: int = 2) -> str:
