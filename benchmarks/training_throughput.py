@@ -7,7 +7,11 @@ Every variant trains the same ResNet50 (build_model with default ModelParams, co
 training.compile_model) on the same seeded uint8 images, each in a fresh child process
 (measure.py: wall time, peak RSS):
 - naive: a float32 copy scaled to 0..1 (what the seed notebooks made) -> model.fit(x, y,
-  batch_size=...), into the same graph rebuilt with a float32 Input; float32, no XLA;
+  batch_size=...), into the same graph rebuilt with a float32 Input; float32, no XLA, and
+  TensorFlow's own oneDNN default for this CPU (off unless it has AVX512-VNNI/BF16 or AMX;
+  the package turns it on everywhere, see cifar10_mlops/__init__.py);
+- naive-onednn: the same plain fit with oneDNN on, which separates the kernels' share of the
+  speed-up from the input pipeline's;
 - pipeline: uint8 arrays -> training.make_dataset (tf.data shuffle, on-the-fly crop + flip,
   batch, prefetch) -> the model, which casts and normalises inside itself, with what
   `train.mixed_precision: auto` and `train.jit_compile: auto` pick on this machine;
@@ -21,7 +25,10 @@ run counts, which keeps a busy machine's noise out of the ratios. Only speed is 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +38,7 @@ from measure import epoch_timer, measured
 # variant -> (mixed precision, jit_compile); None: what `auto` resolves to here.
 VARIANTS = {
     "naive": ("off", "off"),
+    "naive-onednn": ("off", "off"),
     "pipeline": (None, None),
     "pipeline-bf16": ("bfloat16", "off"),
     "pipeline-xla": ("off", "on"),
@@ -73,8 +81,25 @@ def run_child(variant: str, args: argparse.Namespace) -> dict:
             "--images", str(args.images), "--epochs", str(args.epochs),
             "--batch-size", str(args.batch_size),
         ]
-        seconds, peak_mib = measured(command)
-        return {**json.loads(result.read_text()), "process s": seconds, "peak RSS MiB": peak_mib}
+        env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1")
+        if variant == "naive":
+            env["TF_ENABLE_ONEDNN_OPTS"] = tensorflow_onednn_default()
+        seconds, peak_mib = measured(command, env=env)
+        return {
+            **json.loads(result.read_text()), "process s": seconds, "peak RSS MiB": peak_mib,
+            "oneDNN": env["TF_ENABLE_ONEDNN_OPTS"] == "1",
+        }
+
+
+@functools.cache
+def tensorflow_onednn_default() -> str:
+    """"1" where TensorFlow itself turns oneDNN on for this CPU, else "0": it says so in its
+    start-up log when the variable is unset."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env,
+                           capture_output=True, text=True, check=True)
+    return "1" if "oneDNN custom operations are on" in probe.stderr else "0"
 
 
 def summary(runs: dict[str, list[dict]], args: argparse.Namespace) -> dict:
@@ -83,6 +108,7 @@ def summary(runs: dict[str, list[dict]], args: argparse.Namespace) -> dict:
         variant: {
             "images/s (steady state)": round(run["images/s"], 1),
             "precision, XLA": run["runtime"],
+            "oneDNN": run["oneDNN"],
             "every run images/s": [round(r["images/s"], 1) for r in runs[variant]],
             "epoch s": [round(s, 2) for s in run["epoch seconds"]],
             "process s": round(run["process s"], 1),
@@ -122,10 +148,10 @@ def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
     runtime = training.resolve_runtime(train)
     keras.mixed_precision.set_global_policy(runtime.mixed_precision)
     data = seeded_data(count)
-    model = compiled_model(float_input=(variant == "naive"), train=train, jit=runtime.jit_compile)
+    model = compiled_model(float_input=variant.startswith("naive"), train=train, jit=runtime.jit_compile)
     timer = epoch_timer(keras)
     fit = {"epochs": epochs, "callbacks": [timer], "verbose": 0}
-    if variant == "naive":
+    if variant.startswith("naive"):
         x = data.images.astype("float32") / 255.0  # the seed notebooks' float copy
         model.fit(x, data.labels, batch_size=batch_size, **fit)
     else:
