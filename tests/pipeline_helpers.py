@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from cifar10_mlops.presets import apply_overrides
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # What a pipeline run needs from the repository: the same files a fresh clone has.
@@ -22,13 +24,8 @@ TINY_PARAMS = {
 }
 
 
-def deep_update(target: dict, changes: dict) -> dict:
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            deep_update(target[key], value)
-        else:
-            target[key] = value
-    return target
+# Nested params changes merged in place, the way presets are applied.
+deep_update = apply_overrides
 
 
 def pipeline_env(root: Path) -> dict[str, str]:
