@@ -1,10 +1,10 @@
 """DVC stage `download`: generate, download or copy the data set into data/raw (the Kaggle
 train.7z + trainLabels.csv, or the official cifar-10-batches-bin/), checked before it lands."""
 
-from cifar10_mlops import config
-from cifar10_mlops.acquire import acquire
-from cifar10_mlops.errors import report_errors
-from cifar10_mlops.params import load_params
+from cifar10_mlops.core import config
+from cifar10_mlops.core.failures import report_errors
+from cifar10_mlops.core.params import load_params
+from cifar10_mlops.data.acquire import acquire
 
 
 @report_errors

@@ -2,11 +2,11 @@
 official cifar-10-batches-bin/*.bin), decode to uint8 arrays, and write the split named by
 params.yaml's split section to data/processed/{train,test}.npz."""
 
-from cifar10_mlops import config
-from cifar10_mlops.dataset import save_split
-from cifar10_mlops.errors import report_errors
-from cifar10_mlops.params import load_params
-from cifar10_mlops.raw_layout import load_split_rows
+from cifar10_mlops.core import config
+from cifar10_mlops.core.failures import report_errors
+from cifar10_mlops.core.params import load_params
+from cifar10_mlops.data.arrays import save_split
+from cifar10_mlops.data.raw_layout import load_split_rows
 
 
 @report_errors

@@ -3,23 +3,27 @@ earlier attempt at the same training), train (resuming after the last finished e
 attempt), write models/model.keras and reports/history.csv. The run ends FINISHED, FAILED,
 or KILLED on Ctrl-C / SIGTERM."""
 
-from cifar10_mlops import config, tracking
-from cifar10_mlops.dataset import load_npz
-from cifar10_mlops.errors import report_errors
-from cifar10_mlops.params import load_params
-from cifar10_mlops.training import train_model
+from cifar10_mlops.core import config
+from cifar10_mlops.core.failures import report_errors
+from cifar10_mlops.core.params import load_params
+from cifar10_mlops.data.arrays import load_npz
+from cifar10_mlops.tracking.epoch_logger import EpochMetricsLogger
+from cifar10_mlops.tracking.lifecycle import run_lifecycle
+from cifar10_mlops.tracking.provenance import data_version, training_digest
+from cifar10_mlops.tracking.runs import start_pipeline_run
+from cifar10_mlops.training.fit import train_model
 
 
 @report_errors
 def main() -> None:
-    with tracking.run_lifecycle():
+    with run_lifecycle():
         params = load_params(config.PARAMS_FILE)
         train_data = load_npz(config.TRAIN_NPZ)
-        version = tracking.data_version([config.TRAIN_NPZ, config.TEST_NPZ])
-        tracking.start_pipeline_run(params, version, config.RUN_INFO_JSON)
+        version = data_version([config.TRAIN_NPZ, config.TEST_NPZ])
+        start_pipeline_run(params, version, config.RUN_INFO_JSON)
         outcome = train_model(
             params, train_data, config.MODEL_FILE, config.HISTORY_CSV, config.TRAINING_STATE_DIR,
-            resume_key=tracking.training_digest(params, version),
+            resume_key=training_digest(params, version), callbacks=[EpochMetricsLogger()],
         )
     resumed = f", resumed after epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else ""
     print(

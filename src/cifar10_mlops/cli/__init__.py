@@ -1,0 +1,1 @@
+"""The `cifar10-mlops` command: predict, gate, preset."""

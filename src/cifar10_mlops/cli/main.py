@@ -1,0 +1,82 @@
+"""The `cifar10-mlops` command: predict with a trained model, the CI metrics gate, presets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cifar10_mlops.core.failures import report_errors
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cifar10-mlops", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser(
+        "predict",
+        help="classify images with a trained model",
+        description="Write a CSV (path,label,confidence,error) with one row per image.",
+    )
+    predict.add_argument("paths", nargs="+", type=Path,
+                         help="image files, or directories searched recursively for images")
+    predict.add_argument(
+        "--model", default="models/model.keras",
+        help="a .keras file, an MLflow model directory, or an MLflow URI: models:/<name>@<alias>, "
+             "models:/<name>/<version>, runs:/<run id>/model (default: %(default)s)",
+    )
+    predict.add_argument("--output", type=Path, help="CSV to write (default: stdout)")
+    predict.add_argument("--batch-size", type=_positive_int, default=256,
+                         help="images per model call (default: %(default)s)")
+    predict.add_argument("--quiet", action="store_true",
+                         help="no progress bar and no summary line on stderr")
+    # Also accepted after the subcommand; SUPPRESS keeps it from overriding the global flag.
+    predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show tracebacks on errors")
+
+    gate = commands.add_parser("gate", help="fail when metrics fall below the committed baseline")
+    gate.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
+    gate.add_argument("--baseline", type=Path, default=Path(".ci/baseline.json"))
+
+    preset = commands.add_parser(
+        "preset", help="print a preset as `dvc exp run` arguments",
+        description="Print presets/NAME.yaml as -S key=value arguments: "
+                    "dvc exp run $(cifar10-mlops preset NAME)",
+    )
+    preset.add_argument("name", nargs="?", help="a preset; without one, list them")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+@report_errors
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "predict":
+        from cifar10_mlops.cli.predict import predict_to_csv
+
+        return predict_to_csv(args.model, args.paths, args.output, args.batch_size, args.quiet)
+    if args.command == "preset":
+        from cifar10_mlops.cli.main import presets
+
+        if args.name is None:
+            print("\n".join(presets.available()))
+        else:
+            print(" ".join(presets.dvc_set_arguments(presets.load_preset(args.name))))
+        return 0
+    from cifar10_mlops.evaluation.gate import run_gate
+
+    return run_gate(args.metrics, args.baseline)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""What every part of the package shares: paths, params, errors and atomic writes."""

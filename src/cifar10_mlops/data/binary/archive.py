@@ -1,0 +1,135 @@
+"""The official cifar-10-binary.tar.gz, extracted safely: every member checked before any is
+written (names, types, sizes, whole records), then tar's "data" filter as a second guard."""
+
+from __future__ import annotations
+
+import gzip
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.data.archive_members import check_member_name
+from cifar10_mlops.data.binary.batches import (
+    BATCHES_DIR,
+    DATA_BATCHES,
+    FULL_BATCH_BYTES,
+    RECORD_BYTES,
+    TEST_BATCH,
+    is_whole_records,
+)
+
+# Every file the archive may hold, with a cap on its size in bytes. The two text files are
+# extracted but never read (batches.meta.txt lists the class names config already has).
+MEMBER_CAPS = {
+    **{name: FULL_BATCH_BYTES for name in (*DATA_BATCHES, TEST_BATCH)},
+    "batches.meta.txt": 64 * 1024,
+    "readme.html": 1024 * 1024,
+}
+
+
+# Every allowed file, the directory and a './' entry, each at most once: more is not CIFAR-10.
+MAX_TAR_MEMBERS = len(MEMBER_CAPS) + 2
+
+
+_EXPECTED = f"expected only {BATCHES_DIR}/ with data_batch_1..5.bin, {TEST_BATCH}, batches.meta.txt"
+
+
+
+def extract_binary_tar(archive: Path, target_dir: Path) -> None:
+    """Check every member of a cifar-10-binary.tar.gz, then extract it into target_dir."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise PipelineError(f"{archive}: file not found; download cifar-10-binary.tar.gz again")
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            members = _checked_members(archive, tar)
+            _read_to_the_end(tar.fileobj)
+            # filter="data" is a second line of defence: it refuses links, devices and paths
+            # outside target_dir, and drops owners and odd permission bits.
+            tar.extractall(target_dir, members=members, filter="data")
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise PipelineError(
+            f"{archive}: not a readable gzip-compressed tar ({reason}); the file is corrupt or "
+            "truncated, download it again"
+        ) from None
+    except OSError as exc:  # the archive read fine, so this is the target's disk
+        raise PipelineError(
+            f"{archive}: extracting into {target_dir} failed ({exc.strerror or exc}); free some "
+            "disk space or check permissions"
+        ) from None
+
+
+def _read_to_the_end(gzip_stream) -> None:
+    """tarfile stops reading at the end-of-archive marker, before gzip's CRC trailer, so a
+    corrupt stored block would go unnoticed. Reading on to the end makes gzip check the CRC:
+    a damaged archive fails here, before anything is extracted."""
+    while gzip_stream.read(1 << 20):
+        pass
+
+
+def _checked_members(archive: Path, tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Every member, checked before a byte is written; the ones to extract."""
+    members: list[tarfile.TarInfo] = []
+    seen: set[PurePosixPath] = set()
+    # Iterating reads one header at a time, so the cap holds before a huge list is built.
+    for count, member in enumerate(tar, start=1):
+        if count > MAX_TAR_MEMBERS:
+            raise PipelineError(
+                f"{archive}: more than {MAX_TAR_MEMBERS} members; this is not the CIFAR-10 "
+                "binary archive"
+            )
+        path = check_member_name(archive, member.name)
+        _check_member_type(archive, member)
+        if path in seen:
+            raise PipelineError(f"{archive}: member '{member.name}' appears twice; refusing the archive")
+        seen.add(path)
+        if not path.parts:  # a './' entry: the target directory itself, nothing to extract
+            continue
+        if member.isdir():
+            _check_directory(archive, member.name, path)
+        else:
+            _check_file(archive, member, path)
+        members.append(member)
+    if not any(PurePosixPath(m.name).name in DATA_BATCHES for m in members if m.isfile()):
+        raise PipelineError(
+            f"{archive}: holds no {BATCHES_DIR}/data_batch_N.bin; this is not the CIFAR-10 "
+            "binary archive, download cifar-10-binary.tar.gz again"
+        )
+    return members
+
+
+def _check_member_type(archive: Path, member: tarfile.TarInfo) -> None:
+    if member.issym() or member.islnk():
+        raise PipelineError(
+            f"{archive}: member '{member.name}' is a link (to '{member.linkname}'); refusing to extract"
+        )
+    if member.issparse() or not (member.isfile() or member.isdir()):
+        raise PipelineError(
+            f"{archive}: member '{member.name}' is a device, fifo or other special file; "
+            "refusing to extract"
+        )
+
+
+def _check_directory(archive: Path, name: str, path: PurePosixPath) -> None:
+    if path != PurePosixPath(BATCHES_DIR):
+        raise PipelineError(f"{archive}: unexpected directory '{name}'; {_EXPECTED}")
+
+
+def _check_file(archive: Path, member: tarfile.TarInfo, path: PurePosixPath) -> None:
+    if path.parent != PurePosixPath(BATCHES_DIR) or path.name not in MEMBER_CAPS:
+        raise PipelineError(f"{archive}: unexpected member '{member.name}'; {_EXPECTED}")
+    cap = MEMBER_CAPS[path.name]
+    if member.size > cap:
+        raise PipelineError(
+            f"{archive}: member '{member.name}' is {member.size} bytes, above the cap of {cap}; "
+            "refusing it"
+        )
+    if path.name.endswith(".bin") and not is_whole_records(member.size):
+        raise PipelineError(
+            f"{archive}: member '{member.name}' is {member.size} bytes, not a positive multiple "
+            f"of the {RECORD_BYTES}-byte record; the archive is corrupt, download it again"
+        )
+
+

@@ -1,0 +1,60 @@
+"""The Kaggle cifar-10.zip: take out train.7z and trainLabels.csv (never the 600 MB test.7z),
+each member name checked and each size capped, declared and actually copied."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from cifar10_mlops.core.config import LABELS_CSV, TRAIN_ARCHIVE
+from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.data.archive_members import MAX_MEMBERS, check_member_name
+
+# What is taken out of the Kaggle cifar-10.zip (never the 600 MB test.7z). train.7z is
+# 104.6 MB and trainLabels.csv ~0.6 MB in the real files: room for bigger sets, not for a bomb.
+KAGGLE_ZIP_MEMBER_CAPS = {TRAIN_ARCHIVE: 2 * 1024**3, LABELS_CSV: 64 * 1024**2}
+
+
+
+def extract_zip_members(archive: Path, wanted: dict[str, int], target_dir: Path) -> None:
+    """Copy the named members (name -> size cap in bytes) of a zip into target_dir, flat."""
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            infos = zipped.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise PipelineError(f"{archive}: {len(infos)} members, above the cap; refusing it")
+            by_name = {}
+            for info in infos:
+                check_member_name(archive, info.filename)
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise PipelineError(f"{archive}: member '{info.filename}' is a symlink; refusing it")
+                by_name[info.filename] = info
+            for name, cap in wanted.items():
+                info = by_name.get(name)
+                if info is None:
+                    raise PipelineError(
+                        f"{archive}: member '{name}' is missing; expected the Kaggle cifar-10.zip"
+                    )
+                if info.file_size > cap:
+                    raise PipelineError(
+                        f"{archive}: member '{name}' declares {info.file_size} bytes, above the "
+                        f"cap of {cap}; refusing it"
+                    )
+                target = target_dir / PurePosixPath(name).name
+                with zipped.open(info) as source, open(target, "wb") as sink:
+                    copied = _copy_capped(source, sink, cap)
+                if copied != info.file_size:
+                    raise PipelineError(f"{archive}: member '{name}' is truncated; download it again")
+    except zipfile.BadZipFile:
+        raise PipelineError(f"{archive}: not a readable zip archive; download it again") from None
+
+
+def _copy_capped(source, sink, cap: int) -> int:
+    copied = 0
+    while chunk := source.read(1 << 20):
+        copied += len(chunk)
+        if copied > cap:
+            raise PipelineError(f"{getattr(source, 'name', 'member')}: larger than {cap} bytes; refusing it")
+        sink.write(chunk)
+    return copied
+

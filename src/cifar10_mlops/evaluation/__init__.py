@@ -1,0 +1,1 @@
+"""Evaluation: metrics, the report files, plots, and the CI regression gate."""

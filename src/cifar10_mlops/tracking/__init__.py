@@ -1,0 +1,1 @@
+"""MLflow: the store, runs and their lifecycle, the model registry and the pyfunc classifier."""

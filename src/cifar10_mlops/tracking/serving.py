@@ -1,0 +1,203 @@
+"""The trained classifier as an MLflow pyfunc model: what `mlflow models serve`,
+`mlflow.pyfunc.load_model(...)` and `cifar10-mlops predict --model models:/...` run.
+
+Input: a batch of raw uint8 RGB images, shape (N, 32, 32, 3) (the model normalises itself).
+Output: a pandas DataFrame with one row per image: `label` (class name), `confidence` (its
+probability) and `p_<class>` for each of the ten classes.
+
+The model is logged as "models from code": MLflow stores a three-line entry script that
+imports Cifar10Classifier, plus this package under code/ and the model.keras file as an
+artifact. Nothing is pickled, so loading needs no pickle deserialisation (which MLflow is
+moving to refuse by default) and works wherever the pinned requirements are installed,
+whether or not cifar10_mlops is.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
+from mlflow.types import ColSpec, Schema, TensorSpec
+
+import cifar10_mlops
+from cifar10_mlops.core.config import CLASS_NAMES, IMAGE_SHAPE
+
+KERAS_ARTIFACT = "keras_model"
+PROBABILITY_COLUMNS = tuple(f"p_{name}" for name in CLASS_NAMES)
+OUTPUT_COLUMNS = ("label", "confidence", *PROBABILITY_COLUMNS)
+# Keras splits larger inputs into batches of this size, so a big REST request cannot
+# allocate one huge activation tensor.
+PREDICT_BATCH_SIZE = 256
+# Images stored as the input example (JSON, ~12 KB each): enough to show the format.
+MAX_EXAMPLE_IMAGES = 3
+# Distributions the model needs at load time (MLflow's own requirement is added beside them):
+# the Keras runtime, and what the cifar10_mlops modules it imports need (params.py: pydantic,
+# pyyaml). Listed, not inferred: inference would load the model again in a subprocess.
+RUNTIME_DISTRIBUTIONS = ("keras", "tensorflow", "numpy", "pandas", "pydantic", "pyyaml")
+
+# The "models from code" entry point MLflow runs at load time; cifar10_mlops comes from the
+# model's code/ directory, which MLflow puts on sys.path first.
+_ENTRY_SCRIPT = """\
+import mlflow
+from cifar10_mlops.tracking.serving import Cifar10Classifier
+
+mlflow.models.set_model(Cifar10Classifier())
+"""
+
+
+class Cifar10Classifier(mlflow.pyfunc.PythonModel):
+    """uint8 images (N, 32, 32, 3) -> DataFrame of label, confidence, p_<class>."""
+
+    def __init__(self, keras_model=None):
+        # A Keras model passed here is used as is (no MLflow context needed); otherwise
+        # load_context loads it from the logged model.keras artifact.
+        super().__init__()
+        self._keras_model = keras_model
+
+    def load_context(self, context) -> None:
+        from cifar10_mlops.model.build import load_model
+
+        self._keras_model = load_model(Path(context.artifacts[KERAS_ARTIFACT]))
+
+    # The np.ndarray hint documents what the signature delivers and tells MLflow not to
+    # infer a schema from the hint (the explicit tensor signature is the schema).
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
+        images = as_image_batch(model_input)
+        probabilities = self._keras_model.predict(images, batch_size=PREDICT_BATCH_SIZE, verbose=0)
+        return probabilities_frame(probabilities)
+
+
+def as_image_batch(model_input) -> np.ndarray:
+    """What a caller or the REST server hands over -> uint8 (N, 32, 32, 3), or a clear error.
+
+    Accepts an array (one image of shape (32, 32, 3) too), nested lists, or a DataFrame with
+    one column of images or 3072 pixel columns. Values must be whole numbers in 0..255.
+    """
+    array = _to_array(model_input)
+    if array.shape == IMAGE_SHAPE:
+        array = array[np.newaxis]
+    if array.ndim != 4 or array.shape[1:] != IMAGE_SHAPE or array.shape[0] == 0:
+        raise _bad_input(f"expected images of shape (N, 32, 32, 3), got shape {array.shape}")
+    return _to_uint8(array)
+
+
+def _to_array(model_input) -> np.ndarray:
+    if isinstance(model_input, pd.DataFrame):
+        if model_input.shape[1] == 1:  # one column, one image (nested lists/arrays) per row
+            cells = [np.asarray(cell) for cell in model_input.iloc[:, 0]]
+            return np.stack(cells) if cells else np.empty((0,))
+        flat = model_input.to_numpy()  # 3072 pixel columns, row-major like IMAGE_SHAPE
+        if flat.shape[1] != int(np.prod(IMAGE_SHAPE)):
+            raise _bad_input(f"a DataFrame needs 1 image column or 3072 pixel columns, got {flat.shape[1]}")
+        return flat.reshape((-1, *IMAGE_SHAPE))
+    try:
+        return np.asarray(model_input)
+    except ValueError as exc:  # ragged nested lists
+        raise _bad_input(f"images of different shapes ({exc})") from None
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise _bad_input(f"pixel values must be numbers, got dtype {array.dtype}")
+    # Refuse rather than clip or rescale: floats in 0..1 would silently become black images.
+    if not np.all((array >= 0) & (array <= 255) & (array == np.round(array))):
+        raise _bad_input("pixel values must be whole numbers in 0..255 (raw uint8 RGB, not scaled)")
+    return array.astype(np.uint8)
+
+
+def _bad_input(reason: str) -> MlflowException:
+    # INVALID_PARAMETER_VALUE: the scoring server answers 400 with this message, not 500.
+    return MlflowException.invalid_parameter_value(f"cifar10 classifier input: {reason}")
+
+
+def probabilities_frame(probabilities: np.ndarray) -> pd.DataFrame:
+    """(N, 10) class probabilities -> the output DataFrame (columns OUTPUT_COLUMNS)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    best = probabilities.argmax(axis=1)
+    frame = pd.DataFrame({
+        "label": [CLASS_NAMES[index] for index in best],
+        "confidence": probabilities[np.arange(len(best)), best],
+    })
+    for column, values in zip(PROBABILITY_COLUMNS, probabilities.T, strict=True):
+        frame[column] = values
+    return frame
+
+
+def signature() -> ModelSignature:
+    inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *IMAGE_SHAPE))])
+    outputs = Schema([
+        ColSpec("string", "label"),
+        ColSpec("double", "confidence"),
+        *(ColSpec("double", column) for column in PROBABILITY_COLUMNS),
+    ])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def pip_requirements() -> list[str]:
+    pins = [f"mlflow=={mlflow.__version__}"]
+    for name in RUNTIME_DISTRIBUTIONS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:  # e.g. tensorflow-cpu instead of tensorflow
+            pins.append(name)
+    return pins
+
+
+def _model_kwargs(keras_model_file: Path, entry_script: Path, input_example) -> dict:
+    """What log_model and save_model share."""
+    keras_model_file = Path(keras_model_file)
+    if not keras_model_file.is_file():
+        raise FileNotFoundError(f"{keras_model_file}: no such Keras model file")
+    entry_script.write_text(_ENTRY_SCRIPT, encoding="utf-8")
+    if input_example is not None:
+        input_example = as_image_batch(input_example)[:MAX_EXAMPLE_IMAGES]
+    return {
+        "python_model": str(entry_script),
+        "artifacts": {KERAS_ARTIFACT: str(keras_model_file)},
+        "code_paths": [str(Path(cifar10_mlops.__file__).parent)],
+        "signature": signature(),
+        "input_example": input_example,
+        "pip_requirements": pip_requirements(),
+    }
+
+
+def log_classifier(
+    keras_model_file: Path,
+    artifact_path: str = "model",
+    input_example: np.ndarray | None = None,
+) -> ModelInfo:
+    """Log the model.keras file as the pyfunc classifier into the active MLflow run.
+
+    MLflow 3 stores it as a LoggedModel linked to the run: `info.model_uri` is
+    `models:/<model id>`, and `runs:/<run id>/<artifact_path>` resolves to the same model
+    (for `mlflow.pyfunc.load_model`, `mlflow.register_model` and `mlflow models serve`).
+    With an input example (at most MAX_EXAMPLE_IMAGES images are kept), MLflow also runs it
+    through the loaded model once, so a model that cannot serve fails here, not in production.
+    """
+    if mlflow.active_run() is None:
+        # Never let MLflow start a stray run of its own.
+        raise RuntimeError("log_classifier needs an active MLflow run (inside mlflow.start_run())")
+    with tempfile.TemporaryDirectory() as scratch:
+        kwargs = _model_kwargs(keras_model_file, Path(scratch) / "cifar10_classifier.py", input_example)
+        return mlflow.pyfunc.log_model(name=artifact_path, **kwargs)
+
+
+def save_classifier(
+    keras_model_file: Path, path: Path, input_example: np.ndarray | None = None
+) -> Path:
+    """Write the pyfunc classifier to a local directory, e.g. for `mlflow models serve -m DIR`
+    or `cifar10-mlops predict --model DIR`. `path` must not exist or be empty."""
+    with tempfile.TemporaryDirectory() as scratch:
+        kwargs = _model_kwargs(keras_model_file, Path(scratch) / "cifar10_classifier.py", input_example)
+        mlflow.pyfunc.save_model(str(path), **kwargs)
+    return Path(path)

@@ -1,0 +1,1 @@
+"""Training: inputs, learning-rate schedule, optimizer and loss, runtime, resume, the fit."""

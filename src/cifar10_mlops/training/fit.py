@@ -1,0 +1,123 @@
+"""train_model: the fit itself, from the params and the arrays to models/model.keras.
+
+The pieces: inputs.py (tf.data), schedule.py (learning rate), optimization.py (optimizer,
+loss), runtime.py (precision, XLA, distribution, seeds), resume.py (per-epoch backups). The
+model saved is the best epoch by `train.monitor` (its weights are kept in the backup, and its
+value in the history, so a resumed run keeps comparing against it).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cifar10_mlops.core.atomic import atomic_path
+from cifar10_mlops.core.params import Params, TrainParams
+from cifar10_mlops.core.quiet_tensorflow import keras
+from cifar10_mlops.data.arrays import LabelledImages
+from cifar10_mlops.data.split import stratified_split
+from cifar10_mlops.model.build import build_model
+from cifar10_mlops.training.inputs import make_dataset
+from cifar10_mlops.training.optimization import compile_model
+from cifar10_mlops.training.resume import EpochBackup, TrainingState
+from cifar10_mlops.training.runtime import resolve_runtime, seed_everything
+from cifar10_mlops.training.schedule import learning_rate_at
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    model: keras.Model
+    epochs_run: int
+    best_epoch: int
+    monitor: str
+    resumed_from_epoch: int
+    replicas: int
+
+
+def train_model(
+    params: Params,
+    train_data: LabelledImages,
+    model_path: Path,
+    history_path: Path,
+    checkpoint_dir: Path,
+    verbose: int = 2,
+    resume_key: str = "default",
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> TrainingOutcome:
+    """Train, resuming the backed-up epochs of the same `resume_key`; save the best epoch.
+
+    `callbacks` run last at each epoch's end, after the backup (the train stage passes its
+    MLflow logger here, so an epoch is logged only once it is backed up)."""
+    cfg = params.train
+    seed_everything(cfg)
+    validation = None
+    if cfg.validation_split > 0:
+        train_data, validation = stratified_split(
+            train_data, cfg.validation_split, cfg.seed, key="train.validation_split"
+        )
+    runtime = resolve_runtime(cfg)
+    keras.mixed_precision.set_global_policy(runtime.mixed_precision)
+    with runtime.strategy.scope():
+        model = build_model(params.model, num_classes=len(train_data.class_names))
+        compile_model(model, cfg, runtime.jit_compile)
+        state = TrainingState(Path(checkpoint_dir), resume_key)
+        resumed_from = state.restore(model)  # in the scope: it builds the optimizer's variables
+
+    monitor = cfg.monitor if validation is not None else "loss"
+    history = model.fit(
+        make_dataset(train_data, cfg.batch_size, cfg.seed, cfg.augment, cfg.crop_padding),
+        validation_data=(
+            make_dataset(validation, cfg.batch_size, shuffle_seed=None) if validation else None
+        ),
+        epochs=cfg.epochs,
+        initial_epoch=resumed_from,  # the learning rate schedule counts from here too
+        shuffle=False,  # the tf.data pipeline shuffles; fit's own flag only warns
+        callbacks=[*_callbacks(cfg, monitor, state), *callbacks],
+        verbose=verbose,
+    )
+    del history  # the CSV in the state dir holds every epoch, resumed ones included
+    rows = state.history_rows()
+    scores = [float(row[monitor]) for row in rows]
+    best_epoch = int(np.argmax(scores) if monitor.endswith("accuracy") else np.argmin(scores))
+    model.load_weights(state.best_weights)
+    # An uncompiled float32 view of the same layers: no optimizer state (which would triple
+    # the file), and it predicts the same on any machine.
+    with atomic_path(model_path) as tmp:
+        keras.Model(model.inputs, model.outputs, name=model.name).save(tmp)
+    with atomic_path(history_path) as tmp:
+        shutil.copyfile(state.history_csv, tmp)
+    state.finish()
+    return TrainingOutcome(
+        model=model,
+        epochs_run=len(rows),
+        best_epoch=best_epoch,
+        monitor=monitor,
+        resumed_from_epoch=resumed_from,
+        replicas=runtime.strategy.num_replicas_in_sync,
+    )
+
+
+def _callbacks(cfg: TrainParams, monitor: str, state: TrainingState) -> list:
+    mode = "max" if monitor.endswith("accuracy") else "min"
+    callbacks = [
+        keras.callbacks.LearningRateScheduler(lambda epoch, lr: learning_rate_at(epoch, cfg, lr)),
+        keras.callbacks.CSVLogger(str(state.history_csv), append=True),
+    ]
+    if cfg.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, mode=mode, factor=0.5, patience=cfg.reduce_lr_patience, min_lr=1e-6
+        ))
+    if cfg.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=cfg.early_stopping_patience
+        ))
+    # Last at each epoch's end: the backup takes the history row just written, and the
+    # caller's callbacks (MLflow) see only a backed-up epoch, so an epoch redone after a kill
+    # is not logged twice.
+    callbacks.append(EpochBackup(state, monitor, mode))
+    return callbacks
+
