@@ -1,6 +1,7 @@
 # The two commands of the README. Each one sets up a fresh machine by itself:
 #   make repro   -> .venv + install + `dvc repro` (the main job, offline, embedded dataset)
 #   make test    -> .venv + install + the whole pytest suite (slow pipeline tests included)
+# `make help` lists every target.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,11 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install repro test
+.DEFAULT_GOAL := help
+.PHONY: help install repro test test-fast lint format
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +23,22 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed ## create .venv and install the project with its dev tools
 
-repro: install
+repro: install ## run the pipeline: dvc repro (offline, on the embedded dataset)
 	$(BIN)/dvc repro
 
-test: install
+test: install ## the whole test suite, slow real-pipeline tests included (what CI runs)
 	$(BIN)/python -m pytest
+
+test-fast: install ## the quick unit tests only (skips the tests marked slow)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install ## ruff check, ruff format --check, mypy over the package
+	$(BIN)/ruff check src tests benchmarks docs
+	$(BIN)/ruff format --check src tests benchmarks docs
+	$(BIN)/mypy
+
+format: install ## rewrite the code in the house style (ruff format, ruff check --fix)
+	$(BIN)/ruff check --fix src tests benchmarks docs
+	$(BIN)/ruff format src tests benchmarks docs

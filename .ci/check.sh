@@ -18,7 +18,7 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"          # interpreter used to create .venv when it is missing
 # The steps `all` runs, in order; the GitHub workflow calls the same steps in the same order
-# (tests/test_ci_files.py checks that).
+# (tests/repo/test_ci_files.py checks that).
 ALL_STEPS=(install lint test pipeline)
 
 # DVC stage commands (`python src/stages/...`) must find the venv's python, not the system one.

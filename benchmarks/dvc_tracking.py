@@ -28,7 +28,9 @@ from measure import BIN, NAIVE_EXTRACT_PREPROCESS, measured, python_code
 PIPELINE = r"""
 import sys
 from pathlib import Path
-from cifar10_mlops.dataset import load_kaggle_layout, save_split, stratified_split
+from cifar10_mlops.data.kaggle.layout import load_kaggle_layout
+from cifar10_mlops.data.arrays import save_split
+from cifar10_mlops.data.split import stratified_split
 raw, out = Path(sys.argv[1]), Path(sys.argv[2])
 data = load_kaggle_layout(raw / "train.7z", raw / "trainLabels.csv")
 train, test = stratified_split(data, 0.2, 42)
@@ -52,7 +54,7 @@ def dvc_figures(repo: Path, targets: list[str]) -> dict[str, float]:
 
 
 def main() -> None:
-    from cifar10_mlops.synthetic import write_kaggle_layout
+    from cifar10_mlops.data.synthetic import write_kaggle_layout
 
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
     work = Path(tempfile.mkdtemp(prefix="bench-dvc-"))

@@ -41,7 +41,7 @@ def main() -> None:
     try:
         source = args.source
         if source is None:
-            from cifar10_mlops.synthetic import write_kaggle_layout
+            from cifar10_mlops.data.synthetic import write_kaggle_layout
 
             source = work / "source"
             start = time.perf_counter()

@@ -12,7 +12,7 @@ stratified), the training is training.train_model exactly as the train stage run
 validation split picks the epoch kept), and the score is evaluation.compute_metrics on the
 held-out 20%, as the evaluate stage computes it. Prints one JSON line (and appends it to --log):
 accuracy, macro-F1, epochs, training seconds, peak RSS. This is how the presets' figures and
-the defaults in params.yaml were measured (README, "Training recipe").
+the defaults in params.yaml were measured (docs/training.md, "The training recipe").
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
     args = parser.parse_args()
 
-    from cifar10_mlops.presets import apply_overrides, parse_assignment
+    from cifar10_mlops.cli.presets import apply_overrides, parse_assignment
 
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     overrides = yaml.safe_load(args.preset.read_text()) if args.preset else {}
@@ -56,10 +56,10 @@ def main() -> None:
 
 
 def score(raw_params: dict, data_dir: Path, verbose: int) -> dict:
-    from cifar10_mlops.evaluation import compute_metrics
-    from cifar10_mlops.params import parse_params
-    from cifar10_mlops.raw_layout import load_split
-    from cifar10_mlops.training import train_model
+    from cifar10_mlops.core.params import parse_params
+    from cifar10_mlops.data.raw_layout import load_split
+    from cifar10_mlops.evaluation.metrics import compute_metrics
+    from cifar10_mlops.training.fit import train_model
 
     params = parse_params(raw_params, REPO / "params.yaml")
     train, test = load_split(data_dir, params.split)

@@ -137,9 +137,9 @@ def summary(runs: dict[str, list[dict]], args: argparse.Namespace) -> dict:
 
 
 def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
-    from cifar10_mlops import training
-    from cifar10_mlops.params import TrainParams
-    from cifar10_mlops.quiet_tensorflow import keras
+    from cifar10_mlops.core.params import TrainParams
+    from cifar10_mlops.core.quiet_tensorflow import keras
+    from cifar10_mlops.training import fit as training  # SPLIT-MODULE
 
     precision, jit = VARIANTS[variant]
     train = TrainParams(**{
@@ -167,7 +167,7 @@ def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
 def seeded_data(count: int):
     import numpy as np
 
-    from cifar10_mlops.dataset import LabelledImages
+    from cifar10_mlops.data.arrays import LabelledImages
 
     rng = np.random.default_rng(0)
     return LabelledImages(
@@ -179,11 +179,11 @@ def seeded_data(count: int):
 
 def compiled_model(float_input: bool, train, jit: bool):
     """build_model's ResNet50 compiled by compile_model; float_input: the same graph, float32 in."""
-    from cifar10_mlops import training
-    from cifar10_mlops.config import IMAGE_SHAPE
-    from cifar10_mlops.model import build_model
-    from cifar10_mlops.params import ModelParams
-    from cifar10_mlops.quiet_tensorflow import keras
+    from cifar10_mlops.core.config import IMAGE_SHAPE
+    from cifar10_mlops.core.params import ModelParams
+    from cifar10_mlops.core.quiet_tensorflow import keras
+    from cifar10_mlops.model.build import build_model
+    from cifar10_mlops.training import fit as training  # SPLIT-MODULE
 
     model = build_model(ModelParams(), num_classes=10)
     if float_input:  # clone_model rebuilds every layer of the graph on the new Input

@@ -12,32 +12,16 @@ Data-layer fixtures (used by test_archives / test_dataset / test_acquire):
 
 from __future__ import annotations
 
-import io
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
-import py7zr
 import pytest
-from PIL import Image
 
-from cifar10_mlops.config import CLASS_NAMES, LABELS_CSV, TRAIN_ARCHIVE
-
-
-def random_image(seed: int) -> np.ndarray:
-    """A seeded uint8 (32, 32, 3) image."""
-    return np.random.default_rng(seed).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
-
-
-def encode_png(image: np.ndarray | Image.Image, mode: str | None = None) -> bytes:
-    picture = image if isinstance(image, Image.Image) else Image.fromarray(image)
-    if mode is not None and picture.mode != mode:
-        picture = picture.convert(mode)
-    buffer = io.BytesIO()
-    picture.save(buffer, format="PNG")
-    return buffer.getvalue()
+from cifar10_mlops.core.config import LABELS_CSV, TRAIN_ARCHIVE
+from tests.helpers import archives
+from tests.helpers.archives import default_labels, encode_png, random_image
 
 
 @pytest.fixture
@@ -51,52 +35,12 @@ def png_bytes():
     return make
 
 
-def _write_7z(
-    path: Path,
-    members: Iterable[tuple[str, bytes]],
-    *,
-    directories: Iterable[str] = (),
-    symlinks: Mapping[str, str] | None = None,
-    raw_names: bool = False,
-) -> Path:
-    """Write a real 7z archive.
-
-    members: (member name, payload) pairs, written in order.
-    directories: directory entries (written from a real empty directory on disk).
-    symlinks: {member name: link target}, written (first) from a real symlink on disk.
-    raw_names: py7zr's public writestr() refuses names with '..' or a leading '/'
-        (check_archive_path). To build a hostile archive we call its internal _writestr(),
-        which writes the same bytes minus that check -- the archive is still a genuine 7z
-        that py7zr reads back with that name (the tests assert it).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Directory and symlink entries are written from real ones on disk, made in a scratch
-    # directory that is removed afterwards.
-    with tempfile.TemporaryDirectory(dir=path.parent) as scratch_dir:
-        scratch = Path(scratch_dir)
-        with py7zr.SevenZipFile(path, mode="w") as seven:
-            for index, name in enumerate(directories):
-                empty_dir = scratch / f"dir{index}"
-                empty_dir.mkdir()
-                seven.write(empty_dir, name)
-            # Links before in-memory members: py7zr 1.1's write() of a symlink looks at the
-            # 'origin' of earlier members, which writestr() leaves as None (AttributeError).
-            for index, (name, target) in enumerate((symlinks or {}).items()):
-                link = scratch / f"link{index}"
-                link.symlink_to(target)
-                seven.write(link, name)
-            for name, payload in members:
-                if raw_names:
-                    seven._writestr(payload, name)
-                else:
-                    seven.writestr(payload, name)
-    return path
 
 
 @pytest.fixture
 def write_7z():
     """write_7z(path, members, *, directories=(), symlinks=None, raw_names=False) -> path."""
-    return _write_7z
+    return archives.write_7z
 
 
 @pytest.fixture
@@ -128,7 +72,7 @@ def make_train_7z(tmp_path):
             ]
             if with_dir:
                 kwargs.setdefault("directories", ["train"])
-        return _write_7z(path, members, **kwargs)
+        return archives.write_7z(path, members, **kwargs)
 
     return make
 
@@ -160,8 +104,6 @@ def make_labels_csv(tmp_path):
     return make
 
 
-def default_labels(count: int) -> dict[int, str]:
-    return {i: CLASS_NAMES[(i - 1) % len(CLASS_NAMES)] for i in range(1, count + 1)}
 
 
 @pytest.fixture
@@ -190,7 +132,7 @@ def make_kaggle_zip(tmp_path, make_kaggle_dir):
         path = path or tmp_path / f"zip{next(counter)}" / "cifar-10.zip"
         path.parent.mkdir(parents=True, exist_ok=True)
         source, _, _ = make_kaggle_dir(count)
-        test_7z = _write_7z(
+        test_7z = archives.write_7z(
             tmp_path / f"testsrc{next(counter)}" / "test.7z",
             [("test/1.png", encode_png(random_image(999)))],
         )
@@ -206,8 +148,8 @@ def make_kaggle_zip(tmp_path, make_kaggle_dir):
 
 @pytest.fixture
 def archive_server(monkeypatch):
-    """A real HTTP server on 127.0.0.1 serving generated archives (cifar_binary_helpers)."""
-    from cifar_binary_helpers import running_server
+    """A real HTTP server on 127.0.0.1 serving generated archives (tests/helpers/cifar_binary.py)."""
+    from tests.helpers.cifar_binary import running_server
 
     # A proxy set in the environment must not intercept requests to the local server.
     for name in ("no_proxy", "NO_PROXY"):
@@ -216,18 +158,3 @@ def archive_server(monkeypatch):
         yield running
 
 
-def tiny_keras_model_file(path: Path, seed: int = 0) -> Path:
-    """A real, untrained classifier with the project's interface (uint8 32x32x3 in, ten
-    softmax probabilities out), saved as a .keras file: fast to build, log and load."""
-    from cifar10_mlops.quiet_tensorflow import keras
-
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((32, 32, 3), dtype="uint8"),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
-    return path

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return predict_to_csv(args.model, args.paths, args.output, args.batch_size, args.quiet)
     if args.command == "preset":
-        from cifar10_mlops.cli.main import presets
+        from cifar10_mlops.cli import presets
 
         if args.name is None:
             print("\n".join(presets.available()))

@@ -26,6 +26,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -67,10 +68,10 @@ def load_image(path: Path) -> np.ndarray:
         warnings.simplefilter("ignore")
         with Image.open(path) as image:
             image.draft("RGB", IMAGE_SHAPE[:2])  # JPEG: decode at a reduced scale, much faster
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            if image.size != IMAGE_SHAPE[:2]:
-                image = image.resize(IMAGE_SHAPE[:2], Image.Resampling.BICUBIC)
-            return np.asarray(image, dtype=np.uint8)
+            rgb = ImageOps.exif_transpose(image).convert("RGB")
+            if rgb.size != IMAGE_SHAPE[:2]:
+                rgb = rgb.resize(IMAGE_SHAPE[:2], Image.Resampling.BICUBIC)
+            return np.asarray(rgb, dtype=np.uint8)
 
 
 def unreadable_reason(exc: Exception) -> str:
@@ -218,7 +219,7 @@ def _predict_batch(classify: Classifier, paths: list[Path]) -> list[tuple[str, s
         labels, confidences = classify(np.stack(arrays))
         for position, label, confidence in zip(positions, labels, confidences, strict=True):
             rows[position] = (str(paths[position]), label, f"{float(confidence):.6f}", "")
-    return rows
+    return cast(list[tuple[str, str, str, str]], rows)  # every None was filled in
 
 
 def predict_to_csv(

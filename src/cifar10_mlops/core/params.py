@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -170,7 +171,7 @@ class Params(_Strict):
     mlflow: MlflowParams = MlflowParams()
 
 
-def _describe(error: dict[str, Any], source: Path) -> str:
+def _describe(error: Mapping[str, Any], source: Path) -> str:
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}'; remove it or fix its spelling"

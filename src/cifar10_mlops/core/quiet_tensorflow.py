@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 
 def _import_quietly():
@@ -32,4 +33,4 @@ def _import_quietly():
     return keras
 
 
-keras = _import_quietly()
+keras: Any = _import_quietly()  # Keras has no type stubs

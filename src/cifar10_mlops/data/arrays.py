@@ -107,7 +107,7 @@ def _write_npy_rows(member: IO[bytes], array: np.ndarray, index: np.ndarray | No
     for start in range(0, count, _CHUNK_ROWS):
         stop = min(start + _CHUNK_ROWS, count)
         chunk = array[start:stop] if index is None else array.take(index[start:stop], axis=0)
-        member.write(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+        member.write(np.ascontiguousarray(chunk).data.cast("B"))
 
 
 def load_npz(path: Path) -> LabelledImages:

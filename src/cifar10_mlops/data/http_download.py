@@ -101,6 +101,7 @@ class _Download:
             self.part.unlink()
             offset = 0
             response = self._open(offset)
+            assert response is not None  # only a resume request (offset > 0) gets a 416
         with response:
             start, total = self._expected_range(response, offset)
             digest = self._receive(response, start, total)
@@ -135,8 +136,8 @@ class _Download:
 
     def _expected_range(self, response: http.client.HTTPResponse, offset: int) -> tuple[int, int | None]:
         """(first byte this response carries, total file size or None when unknown)."""
-        length = response.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
+        header = response.headers.get("Content-Length")
+        length = int(header) if header and header.isdigit() else None
         if response.status != 206:  # a full answer: start again from byte zero
             return 0, length
         match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "").strip())

@@ -44,7 +44,7 @@ def _stratified_indices(
     StratifiedShuffleSplit._iter_indices (scikit-learn 1.9, BSD-3-Clause) step for step: the
     same RandomState draws in the same order, so the split is the one sklearn has always made
     here. Not imported because `sklearn.model_selection` alone costs ~130 MiB of RSS, next to
-    the 146 MiB of pixels. tests/test_dataset_split.py compares the two on many inputs.
+    the 146 MiB of pixels. tests/data/test_split_and_arrays.py compares the two on many inputs.
     sklearn's last step, a shuffle of each half, is left out: both halves are sorted anyway.
     """
     rng = np.random.RandomState(seed)

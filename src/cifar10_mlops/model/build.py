@@ -27,7 +27,7 @@ IMAGENET_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
 @keras.saving.register_keras_serializable(package="cifar10_mlops")
-class CaffePreprocess(layers.Layer):
+class CaffePreprocess(keras.layers.Layer):
     """keras.applications' caffe-mode preprocess_input as a layer, so it is saved with the model."""
 
     def call(self, inputs):

@@ -25,6 +25,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
+from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 import cifar10_mlops
@@ -53,7 +54,7 @@ mlflow.models.set_model(Cifar10Classifier())
 """
 
 
-class Cifar10Classifier(mlflow.pyfunc.PythonModel):
+class Cifar10Classifier(PythonModel):
     """uint8 images (N, 32, 32, 3) -> DataFrame of label, confidence, p_<class>."""
 
     def __init__(self, keras_model=None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from cifar10_mlops.core.params import TrainParams
 from cifar10_mlops.core.quiet_tensorflow import keras
@@ -14,7 +15,7 @@ class Runtime:
 
     mixed_precision: str  # a Keras dtype policy name
     jit_compile: bool
-    strategy: object  # a tf.distribute strategy
+    strategy: Any  # a tf.distribute strategy
 
 
 def resolve_runtime(train: TrainParams) -> Runtime:

@@ -14,7 +14,7 @@ from cifar10_mlops.core.errors import PipelineError
 def decode_png(png: bytes, where: str) -> np.ndarray:
     """One member's bytes -> uint8 (32, 32, 3). Opened as PNG only; 32x32 only.
 
-    What counts as a CIFAR-10 picture (README "Image modes"):
+    What counts as a CIFAR-10 picture (docs/data-sources.md, "Image modes"):
     - 8-bit RGB: as is.
     - grayscale (L, 1-bit) and palette (P): expanded to the RGB colours a viewer shows.
     - 16-bit grayscale: the high byte of each value (convert() would clip it to white).

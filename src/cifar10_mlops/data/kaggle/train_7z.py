@@ -14,7 +14,7 @@ import queue
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -276,7 +276,7 @@ def _password_protected(archive: Path) -> PipelineError:
     )
 
 
-def _prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
+def _prefetched(items: Iterator[T], depth: int) -> Generator[T, None, None]:
     """Yield what `items` yields, computed in a worker thread at most `depth` items ahead.
 
     An exception in the worker is raised here; closing this generator stops the worker and

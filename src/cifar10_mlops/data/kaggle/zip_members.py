@@ -30,20 +30,20 @@ def extract_zip_members(archive: Path, wanted: dict[str, int], target_dir: Path)
                     raise PipelineError(f"{archive}: member '{info.filename}' is a symlink; refusing it")
                 by_name[info.filename] = info
             for name, cap in wanted.items():
-                info = by_name.get(name)
-                if info is None:
+                member = by_name.get(name)
+                if member is None:
                     raise PipelineError(
                         f"{archive}: member '{name}' is missing; expected the Kaggle cifar-10.zip"
                     )
-                if info.file_size > cap:
+                if member.file_size > cap:
                     raise PipelineError(
-                        f"{archive}: member '{name}' declares {info.file_size} bytes, above the "
+                        f"{archive}: member '{name}' declares {member.file_size} bytes, above the "
                         f"cap of {cap}; refusing it"
                     )
                 target = target_dir / PurePosixPath(name).name
-                with zipped.open(info) as source, open(target, "wb") as sink:
+                with zipped.open(member) as source, open(target, "wb") as sink:
                     copied = _copy_capped(source, sink, cap)
-                if copied != info.file_size:
+                if copied != member.file_size:
                     raise PipelineError(f"{archive}: member '{name}' is truncated; download it again")
     except zipfile.BadZipFile:
         raise PipelineError(f"{archive}: not a readable zip archive; download it again") from None

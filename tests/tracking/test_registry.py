@@ -1,0 +1,105 @@
+"""Model registry against a real sqlite store: versions, tags, the champion rule, loading."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from cifar10_mlops.core import config
+from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.params import Params, parse_params
+from cifar10_mlops.tracking import registry, runs
+from tests.helpers.models import tiny_keras_model_file
+
+NAME = "cifar10-test-model"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-registry")
+    monkeypatch.setattr(config, "TRAINING_STATE_DIR", tmp_path / ".training_state")
+    yield MlflowClient(tracking_uri=uri)
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def evaluated_run(tmp_path, accuracy: float, seed: int) -> str:
+    """A pipeline run as train + evaluate leave it: params, tags, test metrics, the model."""
+    params = Params.model_validate({"train": {"seed": seed}})  # a different training each time
+    run_id = runs.start_pipeline_run(params, "sha256:00000000000000aa", tmp_path / "run.json")
+    runs.log_final_results({"accuracy": accuracy, "macro_f1": accuracy - 0.1, "n_test": 40},
+                               [], tiny_keras_model_file(tmp_path / f"model{seed}.keras", seed), np.zeros((2, 32, 32, 3), np.uint8))
+    runs.end_run()
+    return run_id
+
+
+def test_versions_and_the_champion_rule(store, tmp_path, capsys):
+    outcomes = [registry.register_run_model(evaluated_run(tmp_path, accuracy, seed), NAME)
+                for seed, accuracy in enumerate([0.5, 0.4, 0.6])]
+
+    assert [o.version for o in outcomes] == ["1", "2", "3"]
+    assert [o.champion for o in outcomes] == [True, False, True]
+    assert [o.previous_champion for o in outcomes] == [None, "1", "1"]
+    assert outcomes[0].message().endswith("is the first champion")
+    assert "did not beat champion version 1 (test accuracy 0.5000)" in outcomes[1].message()
+    assert outcomes[2].message().endswith("is the new champion, replacing version 1")
+    assert str(store.get_model_version_by_alias(NAME, "champion").version) == "3"
+
+
+def test_a_tie_keeps_the_champion(store, tmp_path):
+    first = registry.register_run_model(evaluated_run(tmp_path, 0.5, 0), NAME)
+    tie = registry.register_run_model(evaluated_run(tmp_path, 0.5, 1), NAME)
+    assert first.champion and not tie.champion
+    assert str(store.get_model_version_by_alias(NAME, "champion").version) == "1"
+
+
+def test_version_tags_description_and_loading_the_champion(store, tmp_path):
+    run_id = evaluated_run(tmp_path, 0.625, 7)
+    registry.register_run_model(run_id, NAME)
+
+    version = store.get_model_version(NAME, "1")
+    run = store.get_run(run_id)
+    assert version.run_id == run_id
+    assert version.source.startswith("models:/m-")  # the run's LoggedModel
+    assert version.tags["test_accuracy"] == "0.625"
+    assert version.tags["test_macro_f1"] == "0.525"
+    assert version.tags["data_version"] == "sha256:00000000000000aa"
+    assert version.tags["params_digest"] == run.data.tags[runs.DIGEST_TAG]
+    assert version.tags["git_commit"] == run.data.tags["mlflow.source.git.commit"]
+    assert version.tags["dvc_experiment"] == "exp-registry"
+    lines = version.description.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("ResNet50 backbone, gap_dense head")
+    assert "Test accuracy 0.6250" in lines[1] and "40 held-out images" in lines[1]
+    assert "sha256:00000000000000aa" in lines[1]
+    assert f"models:/{NAME}@champion" in store.get_registered_model(NAME).description
+
+    champion = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    assert champion.predict(np.zeros((3, 32, 32, 3), np.uint8)).shape == (3, 12)  # label, confidence, p_<class> x 10
+
+
+def test_a_run_without_test_accuracy_is_refused(store, tmp_path):
+    run_id = runs.start_pipeline_run(Params(), "sha256:0", tmp_path / "run.json")
+    runs.end_run()
+    with pytest.raises(PipelineError, match="has no test_accuracy"):
+        registry.register_run_model(run_id, NAME)
+
+
+@pytest.mark.parametrize("value", ["", None])
+def test_an_empty_registered_model_switches_registration_off(value):
+    params = parse_params({"mlflow": {"registered_model": value}}, config.PARAMS_FILE)
+    assert params.mlflow.registered_model is None
+
+
+def test_the_default_registered_model_name():
+    assert Params().mlflow.registered_model == "cifar10-resnet50"
+
+
+@pytest.mark.parametrize("value", ["a/b", "name@alias", "has space", "-dash-first", "x" * 101, 3])
+def test_registered_model_names_are_validated(value):
+    with pytest.raises(PipelineError, match="mlflow.registered_model"):
+        parse_params({"mlflow": {"registered_model": value}}, config.PARAMS_FILE)

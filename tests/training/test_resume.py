@@ -1,0 +1,106 @@
+"""Resume and determinism through real `dvc repro` runs in a temporary copy of the pipeline.
+
+- SIGKILL the whole `dvc repro` (DVC and the training process) in the middle of an epoch, or
+  while an epoch's backup is being written; the next `dvc repro` continues after the last
+  complete backup, in the same MLflow run.
+- `train.deterministic: true`: two `dvc repro --force` give identical reports/metrics.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.helpers.pipeline import (
+    TINY_PARAMS,
+    VENV_BIN,
+    deep_update,
+    dvc,
+    make_pipeline_repo,
+    pipeline_env,
+)
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 4
+
+
+def finished_epochs(root) -> int:
+    """The epoch count of the newest complete backup (epoch-<N>; epoch-<N>.tmp is unfinished)."""
+    names = [path.name for path in root.glob(".training_state/backup-*/epoch-*")]
+    return max((int(name[6:]) for name in names if name[6:].isdigit()), default=0)
+
+
+def second_backup_begun(root) -> bool:
+    return bool(list(root.glob(".training_state/backup-*/epoch-2.tmp")))
+
+
+# When to kill: once `ready(root)`, then `delay` seconds later.
+KILL_MOMENTS = {
+    "in the second epoch": (lambda root: finished_epochs(root) >= 1, 1.0),
+    "while the second epoch's backup is written": (second_backup_begun, 0.0),
+}
+
+
+def run_and_kill(root, ready, delay: float) -> None:
+    process = subprocess.Popen(
+        [str(VENV_BIN / "dvc"), "repro"], cwd=root, env=pipeline_env(root),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not ready(root):
+            assert process.poll() is None, "dvc repro ended before the moment to kill it"
+            assert time.monotonic() < deadline, "that moment did not come in 10 minutes"
+            time.sleep(0.01)
+        time.sleep(delay)
+        assert process.poll() is None, "training finished before it could be killed"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.parametrize("moment", KILL_MOMENTS)
+def test_a_sigkilled_training_resumes_after_the_last_finished_epoch(tmp_path, moment):
+    params = deep_update(json.loads(json.dumps(TINY_PARAMS)), {
+        "data": {"synthetic": {"count": 400}}, "train": {"epochs": EPOCHS},
+    })
+    root = make_pipeline_repo(tmp_path / "repo", params)
+    run_and_kill(root, *KILL_MOMENTS[moment])
+    done_before_kill = finished_epochs(root)
+    assert 1 <= done_before_kill < EPOCHS
+    if KILL_MOMENTS[moment][0] is second_backup_begun:
+        assert second_backup_begun(root)  # the kill did tear a backup
+
+    result = dvc(root, "repro")
+    assert f"resumed after epoch {done_before_kill}" in result.stdout, result.stdout
+    with open(root / "reports/history.csv", newline="") as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == list(range(EPOCHS))
+    assert not list(root.glob(".training_state/backup-*"))  # finished: nothing to resume
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cifar10-mlops")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1  # the killed attempt's run was continued, not replaced
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["cifar10_mlops.attempts"] == "2"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+    assert sorted(steps) == list(range(EPOCHS))  # every epoch once, none logged twice
+    assert json.loads((root / "reports/mlflow_run.json").read_text())["run_id"] == run.info.run_id
+
+
+def test_deterministic_training_gives_identical_metrics_twice(tmp_path):
+    root = make_pipeline_repo(tmp_path / "repo", TINY_PARAMS)
+    dvc(root, "repro")
+    first = (root / "reports/metrics.json").read_bytes()
+    dvc(root, "repro", "--force")
+    assert (root / "reports/metrics.json").read_bytes() == first
