@@ -3,7 +3,7 @@
 # steps, so the two cannot drift apart. Run from anywhere; it works in the repository root.
 #
 #   bash .ci/check.sh install              `make install`: .venv + pip install -e ".[dev]"
-#   bash .ci/check.sh lint                 ruff + GitHub workflow schema check
+#   bash .ci/check.sh lint                 `make lint` (ruff, ruff format --check, mypy) + workflow schema
 #   bash .ci/check.sh test                 `make test` (the README's test command)
 #   bash .ci/check.sh pipeline             `make repro` (committed params), then the gate
 #   bash .ci/check.sh metrics-diff REV     markdown table of `dvc metrics diff REV`
@@ -54,11 +54,8 @@ step_install() {
 
 step_lint() {
     need_venv
-    local targets=() d
-    for d in src tests benchmarks; do
-        if [[ -d "$d" ]]; then targets+=("$d"); fi
-    done
-    "$VENV/bin/ruff" check "${targets[@]}"
+    # `make lint` is what developers run: ruff check, ruff format --check, mypy.
+    make lint
 
     local workflows=()
     shopt -s nullglob

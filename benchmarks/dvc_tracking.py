@@ -67,7 +67,9 @@ def main() -> None:
         naive_dir, pipeline_dir = work / "naive", work / "pipeline"
         naive_dir.mkdir()
         pipeline_dir.mkdir()
-        naive_s, naive_mb = measured(python_code(NAIVE_EXTRACT_PREPROCESS, str(raw), str(naive_dir)))
+        naive_s, naive_mb = measured(
+            python_code(NAIVE_EXTRACT_PREPROCESS, str(raw), str(naive_dir))
+        )
         pipe_s, pipe_mb = measured(python_code(PIPELINE, str(raw), str(pipeline_dir)))
         results = {
             "extract+preprocess naive": {"s": round(naive_s, 2), "peak RSS MiB": round(naive_mb)},

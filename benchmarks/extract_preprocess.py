@@ -29,7 +29,9 @@ from measure import NAIVE_EXTRACT_PREPROCESS, REPO, measured, python_code
 
 def stage(project: Path, name: str) -> tuple[float, float]:
     env = {**os.environ, "CIFAR10_MLOPS_ROOT": str(project)}
-    return measured([sys.executable, str(REPO / "src" / "stages" / f"{name}.py")], cwd=project, env=env)
+    return measured(
+        [sys.executable, str(REPO / "src" / "stages" / f"{name}.py")], cwd=project, env=env
+    )
 
 
 def main() -> None:
@@ -58,15 +60,29 @@ def main() -> None:
         naive = measured(python_code(NAIVE_EXTRACT_PREPROCESS, str(source), str(naive_out)))
         pipeline_s = download[0] + preprocess[0]
         pipeline_mib = max(download[1], preprocess[1])
-        print(json.dumps({
-            "images": args.count if args.source is None else str(source),
-            "download stage": {"s": round(download[0], 2), "peak RSS MiB": round(download[1])},
-            "preprocess stage": {"s": round(preprocess[0], 2), "peak RSS MiB": round(preprocess[1])},
-            "pipeline (both stages)": {"s": round(pipeline_s, 2), "peak RSS MiB": round(pipeline_mib)},
-            "naive loop": {"s": round(naive[0], 2), "peak RSS MiB": round(naive[1])},
-            "time ratio naive/pipeline": round(naive[0] / pipeline_s, 2),
-            "memory ratio naive/pipeline": round(naive[1] / pipeline_mib, 2),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "images": args.count if args.source is None else str(source),
+                    "download stage": {
+                        "s": round(download[0], 2),
+                        "peak RSS MiB": round(download[1]),
+                    },
+                    "preprocess stage": {
+                        "s": round(preprocess[0], 2),
+                        "peak RSS MiB": round(preprocess[1]),
+                    },
+                    "pipeline (both stages)": {
+                        "s": round(pipeline_s, 2),
+                        "peak RSS MiB": round(pipeline_mib),
+                    },
+                    "naive loop": {"s": round(naive[0], 2), "peak RSS MiB": round(naive[1])},
+                    "time ratio naive/pipeline": round(naive[0] / pipeline_s, 2),
+                    "memory ratio naive/pipeline": round(naive[1] / pipeline_mib, 2),
+                },
+                indent=2,
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

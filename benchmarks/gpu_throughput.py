@@ -29,8 +29,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=30, help="training steps per epoch")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--precision", default="mixed_float16",
-                        help="a Keras dtype policy: mixed_float16, mixed_bfloat16, float32")
+    parser.add_argument(
+        "--precision",
+        default="mixed_float16",
+        help="a Keras dtype policy: mixed_float16, mixed_bfloat16, float32",
+    )
     args = parser.parse_args()
 
     import keras
@@ -75,8 +78,11 @@ def _throughput(keras, size: int, args) -> tuple[float, list[float]]:
     y_data = rng.integers(0, 1000, size=count)
     timer = epoch_timer(keras)
     model.fit(
-        _cycled(x_data, y_data, args.batch_size), steps_per_epoch=args.steps,
-        epochs=args.epochs, callbacks=[timer], verbose=0,
+        _cycled(x_data, y_data, args.batch_size),
+        steps_per_epoch=args.steps,
+        epochs=args.epochs,
+        callbacks=[timer],
+        verbose=0,
     )
     steady = min(timer.seconds[1:] or timer.seconds)
     return args.steps * args.batch_size / steady, timer.seconds

@@ -33,7 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--preset", type=Path, help="a presets/*.yaml file applied over params.yaml")
+    parser.add_argument(
+        "--preset", type=Path, help="a presets/*.yaml file applied over params.yaml"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--log", type=Path)
     parser.add_argument("--name", default="")
@@ -67,7 +69,11 @@ def score(raw_params: dict, data_dir: Path, verbose: int) -> dict:
         scratch = Path(scratch)
         start = time.perf_counter()
         outcome = train_model(
-            params, train, scratch / "model.keras", scratch / "history.csv", scratch / "state",
+            params,
+            train,
+            scratch / "model.keras",
+            scratch / "history.csv",
+            scratch / "state",
             verbose=verbose,
         )
         train_seconds = time.perf_counter() - start

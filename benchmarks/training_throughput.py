@@ -52,8 +52,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="comma-separated, from: " + ", ".join(VARIANTS))
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help="comma-separated, from: " + ", ".join(VARIANTS),
+    )
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -77,28 +80,44 @@ def run_child(variant: str, args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-throughput-") as scratch:
         result = Path(scratch) / "result.json"
         command = [
-            sys.executable, __file__, "--child", variant, "--result", str(result),
-            "--images", str(args.images), "--epochs", str(args.epochs),
-            "--batch-size", str(args.batch_size),
+            sys.executable,
+            __file__,
+            "--child",
+            variant,
+            "--result",
+            str(result),
+            "--images",
+            str(args.images),
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
         ]
         env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="1")
         if variant == "naive":
             env["TF_ENABLE_ONEDNN_OPTS"] = tensorflow_onednn_default()
         seconds, peak_mib = measured(command, env=env)
         return {
-            **json.loads(result.read_text()), "process s": seconds, "peak RSS MiB": peak_mib,
+            **json.loads(result.read_text()),
+            "process s": seconds,
+            "peak RSS MiB": peak_mib,
             "oneDNN": env["TF_ENABLE_ONEDNN_OPTS"] == "1",
         }
 
 
 @functools.cache
 def tensorflow_onednn_default() -> str:
-    """"1" where TensorFlow itself turns oneDNN on for this CPU, else "0": it says so in its
+    """ "1" where TensorFlow itself turns oneDNN on for this CPU, else "0": it says so in its
     start-up log when the variable is unset."""
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "0"
-    probe = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env,
-                           capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import tensorflow"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return "1" if "oneDNN custom operations are on" in probe.stderr else "0"
 
 
@@ -118,17 +137,21 @@ def summary(runs: dict[str, list[dict]], args: argparse.Namespace) -> dict:
     }
     mib = args.images * 32 * 32 * 3 / 2**20
     return {
-        "images": args.images, "epochs": args.epochs, "batch size": args.batch_size,
+        "images": args.images,
+        "epochs": args.epochs,
+        "batch size": args.batch_size,
         "repeats": args.repeats,
         "input arrays MiB: uint8 / the naive float32 copy": [round(mib, 1), round(4 * mib, 1)],
         **table,
         "speed-up over naive": {
             variant: round(run["images/s"] / best["naive"]["images/s"], 2)
-            for variant, run in best.items() if variant != "naive"
+            for variant, run in best.items()
+            if variant != "naive"
         },
         "peak RSS naive/variant": {
             variant: round(best["naive"]["peak RSS MiB"] / run["peak RSS MiB"], 2)
-            for variant, run in best.items() if variant != "naive"
+            for variant, run in best.items()
+            if variant != "naive"
         },
     }
 
@@ -142,13 +165,19 @@ def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
     from cifar10_mlops.training import fit as training  # SPLIT-MODULE
 
     precision, jit = VARIANTS[variant]
-    train = TrainParams(**{
-        key: value for key, value in (("mixed_precision", precision), ("jit_compile", jit)) if value
-    })
+    train = TrainParams(
+        **{
+            key: value
+            for key, value in (("mixed_precision", precision), ("jit_compile", jit))
+            if value
+        }
+    )
     runtime = training.resolve_runtime(train)
     keras.mixed_precision.set_global_policy(runtime.mixed_precision)
     data = seeded_data(count)
-    model = compiled_model(float_input=variant.startswith("naive"), train=train, jit=runtime.jit_compile)
+    model = compiled_model(
+        float_input=variant.startswith("naive"), train=train, jit=runtime.jit_compile
+    )
     timer = epoch_timer(keras)
     fit = {"epochs": epochs, "callbacks": [timer], "verbose": 0}
     if variant.startswith("naive"):
@@ -159,7 +188,8 @@ def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
         model.fit(dataset, **fit)
     steady = min(timer.seconds[1:] or timer.seconds)
     return {
-        "epoch seconds": timer.seconds, "images/s": count / steady,
+        "epoch seconds": timer.seconds,
+        "images/s": count / steady,
         "runtime": f"{runtime.mixed_precision}, {'XLA' if runtime.jit_compile else 'no XLA'}",
     }
 

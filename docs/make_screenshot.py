@@ -45,9 +45,16 @@ VARIANTS = [("epochs-2", "train.epochs=2"), ("epochs-6", "train.epochs=6")]
 WIDTH = 1600
 # Offline-safe flags: no sandbox (root in a container), no GPU, no network chatter.
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--hide-scrollbars", "--force-device-scale-factor=1",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--force-device-scale-factor=1",
 ]
 
 
@@ -67,8 +74,16 @@ def build_runs(workdir: Path) -> Path:
     for name, change in VARIANTS:
         print(f"dvc exp run -n {name} -S {change} ...", flush=True)
         dvc(root, "exp", "run", "-n", name, "-S", change)
-    shown = dvc(root, "exp", "show", "--no-pager", "--md", "--only-changed",
-                "--drop", "Created|src/|data/|models/|reports/")
+    shown = dvc(
+        root,
+        "exp",
+        "show",
+        "--no-pager",
+        "--md",
+        "--only-changed",
+        "--drop",
+        "Created|src/|data/|models/|reports/",
+    )
     print(shown.stdout)
     return root / "mlflow.db"
 
@@ -81,8 +96,10 @@ def newest_runs(tracking_uri: str, count: int = 2):
     if experiment is None:
         sys.exit(f"error: no experiment {EXPERIMENT!r} in {tracking_uri}")
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=count,
+        [experiment.experiment_id],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=count,
     )
     if len(runs) < count:
         sys.exit(f"error: {tracking_uri} holds {len(runs)} finished run(s); need {count}")
@@ -97,11 +114,24 @@ class MlflowUI:
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no GenAI job workers needed
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [str(Path(sys.executable).parent / "mlflow"), "ui",
-                 "--backend-store-uri", tracking_uri, "--host", "127.0.0.1",
-                 "--port", self.url.rsplit(":", 1)[1], "--workers", "1"],
-                cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,  # one group: stop() ends all
+                [
+                    str(Path(sys.executable).parent / "mlflow"),
+                    "ui",
+                    "--backend-store-uri",
+                    tracking_uri,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    self.url.rsplit(":", 1)[1],
+                    "--workers",
+                    "1",
+                ],
+                cwd=workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # one group: stop() ends all
             )
 
     def wait(self, timeout_s: float = 90) -> None:
@@ -115,7 +145,9 @@ class MlflowUI:
                 pass
             time.sleep(0.5)
         self.stop()
-        sys.exit(f"error: mlflow ui did not come up on {self.url}; its log:\n{self.log.read_text()[-4000:]}")
+        sys.exit(
+            f"error: mlflow ui did not come up on {self.url}; its log:\n{self.log.read_text()[-4000:]}"
+        )
 
     def stop(self) -> None:
         for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
@@ -150,6 +182,7 @@ GROW_TABLES_JS = """() => {
 
 
 # --- capture with Playwright (runs under --playwright-python, stdlib + playwright only) -------
+
 
 def capture_with_playwright(job: dict) -> None:
     from playwright.sync_api import sync_playwright
@@ -193,12 +226,26 @@ def capture_with_playwright(job: dict) -> None:
 
 # --- capture with the Chromium CLI (no Playwright) -------------------------------------------
 
-def chromium_cli(browser: str, url: str, *extra: str, budget_ms: int) -> subprocess.CompletedProcess:
+
+def chromium_cli(
+    browser: str, url: str, *extra: str, budget_ms: int
+) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
         return subprocess.run(
-            [browser, "--headless", *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-             f"--window-size={WIDTH},2000", f"--virtual-time-budget={budget_ms}", *extra, url],
-            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+            [
+                browser,
+                "--headless",
+                *CHROMIUM_FLAGS,
+                f"--user-data-dir={profile}",
+                f"--window-size={WIDTH},2000",
+                f"--virtual-time-budget={budget_ms}",
+                *extra,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
         )
 
 
@@ -217,8 +264,9 @@ def capture_with_chromium_cli(job: dict) -> None:
 def capture(job: dict, playwright_python: str | None) -> None:
     Path(job["output"]).unlink(missing_ok=True)
     if playwright_python:
-        subprocess.run([playwright_python, __file__, "--capture-job", json.dumps(job)],
-                       check=True, timeout=600)
+        subprocess.run(
+            [playwright_python, __file__, "--capture-job", json.dumps(job)], check=True, timeout=600
+        )
     else:
         capture_with_chromium_cli(job)
     if not Path(job["output"]).is_file():
@@ -227,7 +275,9 @@ def capture(job: dict, playwright_python: str | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--store", type=Path, help="an existing MLflow sqlite file (skips the two runs)")
+    parser.add_argument(
+        "--store", type=Path, help="an existing MLflow sqlite file (skips the two runs)"
+    )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "mlflow-compare.png")
     parser.add_argument("--browser", default=shutil.which("chromium") or "/usr/bin/chromium")
     parser.add_argument("--playwright-python", help="python of a separate venv with playwright")
@@ -238,7 +288,9 @@ def main() -> None:
         capture_with_playwright(json.loads(args.capture_job))
         return
     if not Path(args.browser).exists():
-        sys.exit(f"error: no Chromium at {args.browser}; install it (apt-get install chromium) or pass --browser")
+        sys.exit(
+            f"error: no Chromium at {args.browser}; install it (apt-get install chromium) or pass --browser"
+        )
 
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-screenshot-"))
     ui = None
@@ -247,10 +299,12 @@ def main() -> None:
         tracking_uri = f"sqlite:///{store}"
         experiment_id, runs = newest_runs(tracking_uri)
         for run in runs:
-            print(f"run {run.info.run_id} ({run.info.run_name}): "
-                  f"dvc_experiment={run.data.tags.get('dvc_experiment')} "
-                  f"train.epochs={run.data.params.get('train.epochs')} "
-                  f"test_accuracy={run.data.metrics.get('test_accuracy')}")
+            print(
+                f"run {run.info.run_id} ({run.info.run_name}): "
+                f"dvc_experiment={run.data.tags.get('dvc_experiment')} "
+                f"train.epochs={run.data.params.get('train.epochs')} "
+                f"test_accuracy={run.data.metrics.get('test_accuracy')}"
+            )
         ui = MlflowUI(tracking_uri, workdir)
         ui.wait()
         job = {

@@ -35,8 +35,6 @@ def png_bytes():
     return make
 
 
-
-
 @pytest.fixture
 def write_7z():
     """write_7z(path, members, *, directories=(), symlinks=None, raw_names=False) -> path."""
@@ -104,8 +102,6 @@ def make_labels_csv(tmp_path):
     return make
 
 
-
-
 @pytest.fixture
 def make_kaggle_dir(tmp_path, make_train_7z, make_labels_csv):
     """make_kaggle_dir(count=20, directory=None) -> (directory, {id: image}, {id: class name})."""
@@ -156,5 +152,3 @@ def archive_server(monkeypatch):
         monkeypatch.setenv(name, "127.0.0.1,localhost")
     with running_server() as running:
         yield running
-
-

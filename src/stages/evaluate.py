@@ -31,7 +31,9 @@ def main() -> None:
         name = params.mlflow.registered_model
         registration = registry.register_run_model(run_id, name) if name else None
     clear_training_state(run_id)  # done: the next change starts a fresh run
-    print(f"evaluate: accuracy {report.metrics['accuracy']:.4f}, macro-F1 {report.metrics['macro_f1']:.4f}")
+    print(
+        f"evaluate: accuracy {report.metrics['accuracy']:.4f}, macro-F1 {report.metrics['macro_f1']:.4f}"
+    )
     if registration is not None:
         print(registration.message())
 

@@ -22,10 +22,17 @@ def main() -> None:
         version = data_version([config.TRAIN_NPZ, config.TEST_NPZ])
         start_pipeline_run(params, version, config.RUN_INFO_JSON)
         outcome = train_model(
-            params, train_data, config.MODEL_FILE, config.HISTORY_CSV, config.TRAINING_STATE_DIR,
-            resume_key=training_digest(params, version), callbacks=[EpochMetricsLogger()],
+            params,
+            train_data,
+            config.MODEL_FILE,
+            config.HISTORY_CSV,
+            config.TRAINING_STATE_DIR,
+            resume_key=training_digest(params, version),
+            callbacks=[EpochMetricsLogger()],
         )
-    resumed = f", resumed after epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else ""
+    resumed = (
+        f", resumed after epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else ""
+    )
     print(
         f"train: {outcome.epochs_run} epochs{resumed}, best epoch {outcome.best_epoch + 1} by "
         f"{outcome.monitor}, {outcome.replicas} replica(s)"

@@ -24,12 +24,6 @@ from tests.helpers.models import keras_labels, tiny_keras_model_file
 CLI = [sys.executable, "-m", "cifar10_mlops.cli.main"]
 
 
-
-
-
-
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     return tiny_keras_model_file(tmp_path_factory.mktemp("model") / "model.keras")
@@ -38,10 +32,6 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture
 def mixed_folder(tmp_path):
     return tmp_path / "images", *write_mixed_folder(tmp_path / "images")
-
-
-
-
 
 
 def test_find_images_walks_directories_and_keeps_given_files(mixed_folder):
@@ -67,11 +57,15 @@ def test_predict_reports_unreadable_files_and_predicts_the_rest(tiny_model, mixe
     output = tmp_path / "out" / "predictions.csv"
     result = subprocess.run(
         [*CLI, "predict", "--model", str(tiny_model), str(folder), "--output", str(output)],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == ""
-    assert result.stderr.strip().splitlines()[-1] == "predict: 5 images, 2 unreadable (see the error column)"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "predict: 5 images, 2 unreadable (see the error column)"
+    )
     rows = {Path(row["path"]): row for row in read_csv(output.read_text())}
     assert set(rows) == set(good + bad)
 
@@ -109,16 +103,16 @@ def test_progress_bar_counts_every_file(tiny_model, mixed_folder, capsys):
 
 def test_quiet_prints_nothing_but_the_csv(tiny_model, mixed_folder, capsys):
     folder, good, _ = mixed_folder
-    code, out, err = run_main(["predict", "--quiet", "--model", str(tiny_model), str(good[0])], capsys)
+    code, out, err = run_main(
+        ["predict", "--quiet", "--model", str(tiny_model), str(good[0])], capsys
+    )
     assert code == 0 and err == ""
     assert [row["path"] for row in read_csv(out)] == [str(good[0])]
 
 
-
-
-
-
-def test_nothing_readable_fails_with_one_line_and_keeps_the_old_output(tiny_model, mixed_folder, tmp_path, capsys):
+def test_nothing_readable_fails_with_one_line_and_keeps_the_old_output(
+    tiny_model, mixed_folder, tmp_path, capsys
+):
     _, _, bad = mixed_folder
     output = tmp_path / "predictions.csv"
     output.write_text("the previous good predictions\n")
@@ -138,13 +132,18 @@ def test_empty_directory_fails_with_one_line(tiny_model, tmp_path, capsys):
     (empty / "sub" / "readme.txt").write_text("no pictures here")
     code, out, err = run_main(["predict", "--model", str(tiny_model), str(empty)], capsys)
     assert code == 2 and out == ""
-    assert one_error_line(err).startswith(f"error: no image files found in {empty} (looked for .png")
+    assert one_error_line(err).startswith(
+        f"error: no image files found in {empty} (looked for .png"
+    )
 
 
 def test_missing_path_fails_with_one_line(tiny_model, tmp_path, capsys):
     code, _, err = run_main(["predict", "--model", str(tiny_model), str(tmp_path / "nope")], capsys)
     assert code == 2
-    assert one_error_line(err) == f"error: {tmp_path / 'nope'}: no such file or directory; give image files or directories"
+    assert (
+        one_error_line(err)
+        == f"error: {tmp_path / 'nope'}: no such file or directory; give image files or directories"
+    )
 
 
 def test_directory_that_is_not_a_model_fails_with_one_line(mixed_folder, tmp_path, capsys):
@@ -156,22 +155,28 @@ def test_directory_that_is_not_a_model_fails_with_one_line(mixed_folder, tmp_pat
 
 def test_batch_size_must_be_positive(tiny_model, mixed_folder, capsys):
     _, good, _ = mixed_folder
-    code, _, err = run_main(["predict", "--model", str(tiny_model), "--batch-size", "0", str(good[0])], capsys)
+    code, _, err = run_main(
+        ["predict", "--model", str(tiny_model), "--batch-size", "0", str(good[0])], capsys
+    )
     assert code == 2 and "--batch-size: must be 1 or more, got 0" in err
 
 
 def test_missing_model_names_the_file_and_debug_shows_the_traceback(tmp_path, mixed_folder):
     folder, _, _ = mixed_folder
     missing = tmp_path / "nope.keras"
-    plain = subprocess.run([*CLI, "predict", "--model", str(missing), str(folder)],
-                           capture_output=True, text=True)
+    plain = subprocess.run(
+        [*CLI, "predict", "--model", str(missing), str(folder)], capture_output=True, text=True
+    )
     assert plain.returncode == 2
     assert one_error_line(plain.stderr) == (
         f"error: {missing}: model file not found; run `dvc repro` to train one, or give an "
         "MLflow model URI such as models:/<name>@<alias>"
     )
-    debug = subprocess.run([*CLI, "predict", "--debug", "--model", str(missing), str(folder)],
-                           capture_output=True, text=True)
+    debug = subprocess.run(
+        [*CLI, "predict", "--debug", "--model", str(missing), str(folder)],
+        capture_output=True,
+        text=True,
+    )
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 
 
@@ -179,12 +184,23 @@ def test_evaluate_model_writes_every_report(tiny_model, tmp_path):
     from cifar10_mlops.model.build import load_model
 
     rng = np.random.default_rng(1)
-    test = LabelledImages(images=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
-                          labels=np.arange(30) % 10, ids=np.arange(1, 31))
-    report = evaluate_model(load_model(tiny_model), test, tmp_path, EvaluateParams(misclassified_grid=4))
+    test = LabelledImages(
+        images=rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8),
+        labels=np.arange(30) % 10,
+        ids=np.arange(1, 31),
+    )
+    report = evaluate_model(
+        load_model(tiny_model), test, tmp_path, EvaluateParams(misclassified_grid=4)
+    )
     assert {"accuracy", "loss", "macro_f1", "n_test"} <= set(report.metrics)
     names = {Path(p).name for p in report.files}
-    assert {"metrics.json", "confusion.csv", "per_class.csv", "confusion_matrix.png", "misclassified.png"} <= names
+    assert {
+        "metrics.json",
+        "confusion.csv",
+        "per_class.csv",
+        "confusion_matrix.png",
+        "misclassified.png",
+    } <= names
     assert all(Path(p).is_file() for p in report.files)
     with open(tmp_path / "confusion.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 30

@@ -14,8 +14,13 @@ from cifar10_mlops.core.errors import PipelineError
 
 
 def test_the_documented_presets_ship():
-    assert {"real-photos-cpu", "cifar10-gpu-imagenet", "seed-kaggle-upsample",
-            "seed-vgg16-residual-sepconv", "seed-frozen-transfer"} <= set(presets.available())
+    assert {
+        "real-photos-cpu",
+        "cifar10-gpu-imagenet",
+        "seed-kaggle-upsample",
+        "seed-vgg16-residual-sepconv",
+        "seed-frozen-transfer",
+    } <= set(presets.available())
 
 
 @pytest.mark.parametrize("name", presets.available())
@@ -32,7 +37,9 @@ def test_each_preset_is_valid_and_its_dvc_arguments_rebuild_it(name):
 def test_the_cli_prints_arguments_a_shell_can_pass_to_dvc():
     result = subprocess.run(
         [sys.executable, "-m", "cifar10_mlops.cli.main", "preset", "seed-kaggle-upsample"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     words = shlex.split(result.stdout)
     assert "model.head=upsample_dense" in words and "train.learning_rate=2.0e-05" in words
@@ -41,7 +48,8 @@ def test_the_cli_prints_arguments_a_shell_can_pass_to_dvc():
 def test_an_unknown_preset_is_a_one_line_error():
     result = subprocess.run(
         [sys.executable, "-m", "cifar10_mlops.cli.main", "preset", "fast-and-good"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: preset 'fast-and-good' not found in ")

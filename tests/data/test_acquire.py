@@ -127,7 +127,9 @@ def _half_of_the_pair(tmp_path):
     return folder
 
 
-@pytest.mark.parametrize("make_path", [_nowhere, _half_of_the_pair], ids=["nonexistent", "without-the-files"])
+@pytest.mark.parametrize(
+    "make_path", [_nowhere, _half_of_the_pair], ids=["nonexistent", "without-the-files"]
+)
 def test_local_bad_path_names_data_path_and_writes_nothing(raw_dir, tmp_path, make_path):
     path = make_path(tmp_path)
     with pytest.raises(PipelineError) as info:
@@ -211,7 +213,11 @@ def run_stage(root: Path, script: str, debug: bool) -> subprocess.CompletedProce
         env["CIFAR10_MLOPS_DEBUG"] = "1"
     return subprocess.run(
         [sys.executable, str(REPO / "src" / "stages" / script)],
-        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

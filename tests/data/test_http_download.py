@@ -17,7 +17,6 @@ PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
 WRONG_MD5 = "0" * 32
 
 
-
 @pytest.fixture
 def target(tmp_path):
     return tmp_path / "downloads" / "archive.tar.gz"

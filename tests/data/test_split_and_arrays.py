@@ -34,7 +34,8 @@ def sklearn_split(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.n
 def labelled(labels: np.ndarray) -> LabelledImages:
     n = len(labels)
     return LabelledImages(
-        images=np.zeros((n, 1, 1, 1), np.uint8), labels=labels.astype(np.int64),
+        images=np.zeros((n, 1, 1, 1), np.uint8),
+        labels=labels.astype(np.int64),
         ids=np.arange(1, n + 1, dtype=np.int64),
     )
 
@@ -55,7 +56,9 @@ def test_split_indices_match_sklearn_on_random_inputs():
     checked = 0
     for _ in range(400):
         labels = random_labels(rng)
-        test_size = float(rng.choice([0.1, 0.15, 0.2, 0.25, 1 / 3, 0.5, 0.7, rng.uniform(0.05, 0.95)]))
+        test_size = float(
+            rng.choice([0.1, 0.15, 0.2, 0.25, 1 / 3, 0.5, 0.7, rng.uniform(0.05, 0.95)])
+        )
         seed = int(rng.integers(0, 2**31))
         try:
             expected = sklearn_split(labels, test_size, seed)
@@ -121,7 +124,10 @@ def savez_bytes(data: LabelledImages) -> bytes:
     """What the writer used to do: np.savez of the copied arrays."""
     buffer = io.BytesIO()
     np.savez(
-        buffer, images=data.images, labels=data.labels, ids=data.ids,
+        buffer,
+        images=data.images,
+        labels=data.labels,
+        ids=data.ids,
         class_names=np.array(data.class_names),
     )
     return buffer.getvalue()
@@ -163,7 +169,7 @@ def test_chunked_writer_writes_what_savez_writes(tmp_path, monkeypatch, kind, ch
     index = INDEXES[kind](150, rng)
     path = tmp_path / "out.npz"
     save_npz(Rows(data, index), path)
-    subset = data if index is None else arrays._subset(data, index)
+    subset = data if index is None else arrays.subset(data, index)
     assert_same_npz(path, savez_bytes(subset))
     loaded = load_npz(path)
     np.testing.assert_array_equal(loaded.images, subset.images)
@@ -178,7 +184,7 @@ def test_chunked_writer_non_contiguous_input(tmp_path, monkeypatch):
     assert not images.flags.c_contiguous
     data = LabelledImages(images=images, labels=np.arange(90) % 10, ids=np.arange(1, 91))
     index = np.random.default_rng(6).permutation(90)[:50]
-    for rows, subset in ((Rows(data), data), (Rows(data, index), arrays._subset(data, index))):
+    for rows, subset in ((Rows(data), data), (Rows(data, index), arrays.subset(data, index))):
         path = tmp_path / "out.npz"
         save_npz(rows, path)
         assert_same_npz(path, savez_bytes(subset))
@@ -188,8 +194,12 @@ def test_save_split_from_rows_equals_save_split_from_copies(tmp_path, monkeypatc
     monkeypatch.setattr(arrays, "_CHUNK_ROWS", 33)
     data = random_data(400, seed=2)
     train_index, test_index = split_indices(data, 0.2, 42)
-    save_split(Rows(data, train_index), Rows(data, test_index), tmp_path / "a" / "train.npz",
-               tmp_path / "a" / "test.npz")
+    save_split(
+        Rows(data, train_index),
+        Rows(data, test_index),
+        tmp_path / "a" / "train.npz",
+        tmp_path / "a" / "test.npz",
+    )
     train, test = stratified_split(data, 0.2, 42)
     assert_same_npz(tmp_path / "a" / "train.npz", savez_bytes(train))
     assert_same_npz(tmp_path / "a" / "test.npz", savez_bytes(test))
@@ -204,7 +214,9 @@ def test_failure_midway_leaves_no_file(tmp_path, monkeypatch, failing):
     train_index, test_index = (bad, good) if failing == "train" else (good, bad)
     out = tmp_path / "processed"
     with pytest.raises(IndexError):
-        save_split(Rows(data, train_index), Rows(data, test_index), out / "train.npz", out / "test.npz")
+        save_split(
+            Rows(data, train_index), Rows(data, test_index), out / "train.npz", out / "test.npz"
+        )
     assert list(out.iterdir()) == []  # neither file, no temp litter
 
 
@@ -230,8 +242,12 @@ def test_failure_midway_keeps_the_previous_pair(tmp_path, monkeypatch):
 
     monkeypatch.setattr(arrays, "_write_npy_rows", write_then_fail)
     with pytest.raises(Boom):
-        save_split(Rows(data, np.arange(40)), Rows(data, np.arange(40, 100)), out / "train.npz",
-                   out / "test.npz")
+        save_split(
+            Rows(data, np.arange(40)),
+            Rows(data, np.arange(40, 100)),
+            out / "train.npz",
+            out / "test.npz",
+        )
     assert len(calls) == 4 and calls[3] == (100, 32, 32, 3)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 

@@ -72,4 +72,3 @@ def write_7z(
 
 def default_labels(count: int) -> dict[int, str]:
     return {i: CLASS_NAMES[(i - 1) % len(CLASS_NAMES)] for i in range(1, count + 1)}
-

@@ -43,20 +43,28 @@ def label_for(image_id: int) -> int:
 def encode_record(label: int, image: np.ndarray) -> bytes:
     """One record as the CIFAR-10 page describes it, written out pixel by pixel: the label
     byte, then all red values row by row, then all green, then all blue."""
-    planes = [image[row, col, channel] for channel in range(3) for row in range(32) for col in range(32)]
+    planes = [
+        image[row, col, channel] for channel in range(3) for row in range(32) for col in range(32)
+    ]
     return bytes([label]) + bytes(int(value) for value in planes)
 
 
 def make_batch(first_id: int, count: int) -> bytes:
     """`count` records for image ids first_id.. (labels and pixels from the id)."""
-    return b"".join(encode_record(label_for(i), image_for(i)) for i in range(first_id, first_id + count))
+    return b"".join(
+        encode_record(label_for(i), image_for(i)) for i in range(first_id, first_id + count)
+    )
 
 
-def official_members(data_batches: int = 3, per_batch: int = 30, test_count: int = 30) -> dict[str, bytes]:
+def official_members(
+    data_batches: int = 3, per_batch: int = 30, test_count: int = 30
+) -> dict[str, bytes]:
     """{member name: bytes} for a small archive laid out like the real one."""
     members = {}
     for number in range(1, data_batches + 1):
-        members[f"{BATCHES_DIR}/data_batch_{number}.bin"] = make_batch(1 + (number - 1) * per_batch, per_batch)
+        members[f"{BATCHES_DIR}/data_batch_{number}.bin"] = make_batch(
+            1 + (number - 1) * per_batch, per_batch
+        )
     if test_count:
         members[f"{BATCHES_DIR}/test_batch.bin"] = make_batch(1000, test_count)
     members[f"{BATCHES_DIR}/batches.meta.txt"] = META_TEXT
@@ -106,7 +114,9 @@ def special_entry(name: str, kind: bytes) -> Entry:
 
 def official_entries(**kwargs) -> list[Entry]:
     """The directory entry, then every member of official_members(**kwargs)."""
-    return [dir_entry(BATCHES_DIR)] + [file_entry(n, p) for n, p in official_members(**kwargs).items()]
+    return [dir_entry(BATCHES_DIR)] + [
+        file_entry(n, p) for n, p in official_members(**kwargs).items()
+    ]
 
 
 def write_tar_gz(path: Path, entries: Iterable[Entry]) -> Path:
@@ -140,6 +150,7 @@ def write_batches_dir(directory: Path, members: dict[str, bytes]) -> Path:
 
 
 # --- the HTTP stand-in ------------------------------------------------------------------------
+
 
 # Behaviours, one per request to a path, the last one repeating:
 #   ok        200, or 206 for a Range request (416 when the range starts past the end)

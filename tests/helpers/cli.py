@@ -19,8 +19,13 @@ def write_mixed_folder(folder: Path) -> tuple[list[Path], list[Path]]:
     """Good pictures of several kinds and two bad files -> (good paths, bad paths)."""
     rng = np.random.default_rng(0)
     (folder / "nested").mkdir(parents=True)
-    good = [folder / "a.png", folder / "nested" / "b.jpg", folder / "c.png", folder / "big.png",
-            folder / "d.PNG"]
+    good = [
+        folder / "a.png",
+        folder / "nested" / "b.jpg",
+        folder / "c.png",
+        folder / "big.png",
+        folder / "d.PNG",
+    ]
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(good[0])
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(good[1], quality=90)
     Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(good[2])  # grayscale
@@ -59,4 +64,3 @@ def one_error_line(stderr: str) -> str:
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     assert lines[0].startswith("error: ")
     return lines[0]
-

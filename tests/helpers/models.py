@@ -15,12 +15,14 @@ def tiny_keras_model_file(path: Path, seed: int = 0) -> Path:
     from cifar10_mlops.core.quiet_tensorflow import keras
 
     keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((32, 32, 3), dtype="uint8", name="image"),
-        keras.layers.Rescaling(1 / 255),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3), dtype="uint8", name="image"),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return path

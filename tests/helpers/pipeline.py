@@ -15,7 +15,15 @@ from tests.helpers import REPO
 
 VENV_BIN = Path(sys.executable).parent
 # What a pipeline run needs from the repository: the same files a fresh clone has.
-PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore", ".gitignore", "src"]
+PIPELINE_FILES = [
+    "dvc.yaml",
+    "params.yaml",
+    ".dvcignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".gitignore",
+    "src",
+]
 
 TINY_PARAMS = {
     "data": {"synthetic": {"count": 200}},
@@ -29,7 +37,11 @@ deep_update = apply_overrides
 
 
 def pipeline_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CIFAR10_MLOPS_", "DVC_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "CIFAR10_MLOPS_", "DVC_"))
+    }
     env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
@@ -60,7 +72,9 @@ def make_pipeline_repo(root: Path, params_changes: dict) -> Path:
         target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
-            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(
+                source, target, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
         else:
             shutil.copy2(source, target)
     write_params(root, params_changes)

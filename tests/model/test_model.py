@@ -51,13 +51,17 @@ def test_weights_from_a_local_file_are_loaded_and_the_model_round_trips(tmp_path
     weights = tmp_path / "vgg16_notop.weights.h5"
     reference = _saved_vgg16_backbone(weights)
     model = build_model(ModelParams(backbone="vgg16", weights=str(weights)), num_classes=10)
-    for loaded, expected in zip(model.get_layer("vgg16").get_weights(), reference.get_weights(), strict=True):
+    for loaded, expected in zip(
+        model.get_layer("vgg16").get_weights(), reference.get_weights(), strict=True
+    ):
         np.testing.assert_array_equal(loaded, expected)
     # pretrained weights bring the backbone's own (caffe) preprocessing, saved with the model
     assert model.get_layer("backbone_preprocess")
     model.save(tmp_path / "model.keras")
     reloaded = load_model(tmp_path / "model.keras")
-    np.testing.assert_allclose(reloaded.predict(IMAGES, verbose=0), model.predict(IMAGES, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        reloaded.predict(IMAGES, verbose=0), model.predict(IMAGES, verbose=0), atol=1e-5
+    )
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
@@ -101,7 +105,11 @@ def test_the_compact_cifar_resnet_keeps_full_resolution_and_has_6n_plus_2_layers
     params = ModelParams(backbone="cifar_resnet", cifar_resnet={"depth": 8, "width": 8})
     model = build_model(params, num_classes=10)
     backbone = model.get_layer("cifar_resnet8_w8")
-    convs = [layer for layer in backbone.layers if layer.name.endswith("_conv") and "proj" not in layer.name]
+    convs = [
+        layer
+        for layer in backbone.layers
+        if layer.name.endswith("_conv") and "proj" not in layer.name
+    ]
     assert len(convs) + 1 == 8  # stem + 2 per block x 3 stages, + the classifier
     assert backbone.get_layer("stage1_block1_2_conv").output.shape[1:3] == (32, 32)
     assert backbone.output.shape[1:] == (8, 8, 32)  # width x4 after two stride-2 stages
@@ -117,17 +125,23 @@ def test_a_cifar_resnet_depth_other_than_6n_plus_2_is_refused(depth):
 
 
 def test_the_cifar_resnet_has_no_imagenet_weights_and_loads_its_own(tmp_path):
-    with pytest.raises(PipelineError, match="'imagenet' does not exist for model.backbone 'cifar_resnet'"):
+    with pytest.raises(
+        PipelineError, match="'imagenet' does not exist for model.backbone 'cifar_resnet'"
+    ):
         build_model(ModelParams(backbone="cifar_resnet", weights="imagenet"), num_classes=10)
     small = {"depth": 8, "width": 4}
     trained = build_model(ModelParams(backbone="cifar_resnet", cifar_resnet=small), num_classes=10)
     weights = tmp_path / "compact.weights.h5"
     trained.get_layer("cifar_resnet8_w4").save_weights(weights)
     loaded = build_model(
-        ModelParams(backbone="cifar_resnet", cifar_resnet=small, weights=str(weights)), num_classes=10
+        ModelParams(backbone="cifar_resnet", cifar_resnet=small, weights=str(weights)),
+        num_classes=10,
     )
-    for got, expected in zip(loaded.get_layer("cifar_resnet8_w4").get_weights(),
-                             trained.get_layer("cifar_resnet8_w4").get_weights(), strict=True):
+    for got, expected in zip(
+        loaded.get_layer("cifar_resnet8_w4").get_weights(),
+        trained.get_layer("cifar_resnet8_w4").get_weights(),
+        strict=True,
+    ):
         np.testing.assert_array_equal(got, expected)
     with pytest.raises(PipelineError, match="does not fit the cifar_resnet backbone"):
         build_model(ModelParams(backbone="cifar_resnet", weights=str(weights)), num_classes=10)

@@ -58,11 +58,20 @@ class Project:
 def run_stage(
     root: Path, stage: str, preexec: Callable[[], None] | None = None, **env_changes: str
 ) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIFAR10_MLOPS_", "DVC_", "KAGGLE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CIFAR10_MLOPS_", "DVC_", "KAGGLE_"))
+    }
     env.update(CIFAR10_MLOPS_ROOT=str(root), no_proxy="127.0.0.1,localhost", **env_changes)
     return subprocess.run(
         [sys.executable, str(REPO / "src" / "stages" / f"{stage}.py")],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300, preexec_fn=preexec,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=preexec,
     )
 
 
@@ -150,7 +159,11 @@ def traversal_member(p: Project) -> None:
 
 def symlink_member(p: Project) -> None:
     (p.source / TRAIN_ARCHIVE).unlink()
-    write_7z(p.source / TRAIN_ARCHIVE, [("train/2.png", png_of(2))], symlinks={"train/1.png": "/etc/passwd"})
+    write_7z(
+        p.source / TRAIN_ARCHIVE,
+        [("train/2.png", png_of(2))],
+        symlinks={"train/1.png": "/etc/passwd"},
+    )
 
 
 def bomb_member(p: Project) -> None:
@@ -193,7 +206,9 @@ def raw_image(replace: Callable[[], bytes]) -> Callable[[Project], None]:
 
 
 def class_too_small(p: Project) -> None:
-    rows = [f"{image_id},{'truck' if image_id == 1 else 'cat'}" for image_id in range(1, GOOD_COUNT + 1)]
+    rows = [
+        f"{image_id},{'truck' if image_id == 1 else 'cat'}" for image_id in range(1, GOOD_COUNT + 1)
+    ]
     p.rewrite_labels(p.root / "data" / "raw", rows)
 
 
@@ -207,61 +222,149 @@ def wrong_size_png() -> bytes:
 
 RAW = "{root}/data/raw"
 CASES = [
-    ("corrupt-7z", "download", corrupt_7z,
-     "{src}/train.7z: not a readable 7z archive (Bad7zFile); download it again"),
-    ("truncated-7z", "download", truncated_7z,
-     "{src}/train.7z: not a readable 7z archive (Bad7zFile); download it again"),
-    ("empty-archive", "download", empty_7z,
-     "{src}/train.7z: holds no train/<id>.png images; the archive is empty"),
-    ("path-traversal-member", "download", traversal_member,
-     "{src}/train.7z: member '../evil.png' climbs out with '..'; refusing to extract"),
-    ("symlink-member", "download", symlink_member,
-     "{src}/train.7z: member 'train/1.png' is a link or special file; refusing it"),
-    ("archive-bomb", "download", bomb_member,
-     "{src}/train.7z: member 'train/1.png' declares 52428800 bytes, above the 65536-byte cap "
-     "for a 32x32 PNG; refusing a possible archive bomb"),
-    ("missing-labels-csv", "download", missing_labels,
-     "data.path '{src}': holds neither train.7z + trainLabels.csv, nor cifar-10.zip, nor "
-     "cifar-10-binary.tar.gz; put the data set files there"),
-    ("empty-labels-csv", "download", empty_labels,
-     "{src}/trainLabels.csv: empty file; expected a CSV with header id,label"),
-    ("unknown-class-name", "download", unknown_class,
-     "{src}/trainLabels.csv: line 2: unknown class name 'cow'; expected one of airplane, "
-     "automobile, bird, cat, deer, dog, frog, horse, ship, truck"),
-    ("duplicate-id", "download", duplicate_id,
-     "{src}/trainLabels.csv: line 62: duplicate id 1; keep one row per image"),
-    ("image-without-label", "download", image_without_label,
-     "{src}/trainLabels.csv: no label row for image 'train/5.png' (1 unlabelled); add the rows "
-     "or remove the images"),
-    ("label-without-image", "download", label_without_image,
-     "{src}/train.7z: no image 'train/61.png' for the label row with id 61 (1 missing); the "
-     "archive is incomplete"),
-    ("data-path-missing", "download", missing_data_path,
-     "params.yaml: data.path '{src}' does not exist; fix data.path"),
-    ("wrong-image-size", "preprocess", raw_image(wrong_size_png),
-     RAW + "/train.7z: member 'train/3.png': image is 31x32; CIFAR-10 images are 32x32, "
-     "resize it or remove it"),
-    ("wrong-image-mode", "preprocess", raw_image(translucent_png),
-     RAW + "/train.7z: member 'train/3.png': image has transparent pixels (mode RGBA); "
-     "CIFAR-10 images are opaque RGB, flatten it onto a background or remove it"),
-    ("not-a-png", "preprocess", raw_image(jpeg_bytes),
-     RAW + "/train.7z: member 'train/3.png': not a readable PNG image; replace or remove it"),
-    ("class-too-small", "preprocess", class_too_small,
-     "split.test_size=0.2: class 'truck' has 1 image(s) of 60, too few for a stratified split; "
-     "add images or change split.test_size"),
-    ("unknown-params-key", "preprocess", params_change({"train": {"epoch": 3}}),
-     "{root}/params.yaml: unknown key 'train.epoch'; remove it or fix its spelling"),
-    ("params-wrong-type", "preprocess", params_change({"train": {"epochs": "eight"}}),
-     "{root}/params.yaml: key 'train.epochs' = 'eight': Input should be a valid integer; fix "
-     "the value"),
-    ("test-size-1.5", "preprocess", params_change({"split": {"test_size": 1.5}}),
-     "{root}/params.yaml: key 'split.test_size' = 1.5: Input should be less than 1; fix the value"),
-    ("epochs-0", "preprocess", params_change({"train": {"epochs": 0}}),
-     "{root}/params.yaml: key 'train.epochs' = 0: Input should be greater than or equal to 1; "
-     "fix the value"),
-    ("batch-size-minus-1", "preprocess", params_change({"train": {"batch_size": -1}}),
-     "{root}/params.yaml: key 'train.batch_size' = -1: Input should be greater than or equal "
-     "to 1; fix the value"),
+    (
+        "corrupt-7z",
+        "download",
+        corrupt_7z,
+        "{src}/train.7z: not a readable 7z archive (Bad7zFile); download it again",
+    ),
+    (
+        "truncated-7z",
+        "download",
+        truncated_7z,
+        "{src}/train.7z: not a readable 7z archive (Bad7zFile); download it again",
+    ),
+    (
+        "empty-archive",
+        "download",
+        empty_7z,
+        "{src}/train.7z: holds no train/<id>.png images; the archive is empty",
+    ),
+    (
+        "path-traversal-member",
+        "download",
+        traversal_member,
+        "{src}/train.7z: member '../evil.png' climbs out with '..'; refusing to extract",
+    ),
+    (
+        "symlink-member",
+        "download",
+        symlink_member,
+        "{src}/train.7z: member 'train/1.png' is a link or special file; refusing it",
+    ),
+    (
+        "archive-bomb",
+        "download",
+        bomb_member,
+        "{src}/train.7z: member 'train/1.png' declares 52428800 bytes, above the 65536-byte cap "
+        "for a 32x32 PNG; refusing a possible archive bomb",
+    ),
+    (
+        "missing-labels-csv",
+        "download",
+        missing_labels,
+        "data.path '{src}': holds neither train.7z + trainLabels.csv, nor cifar-10.zip, nor "
+        "cifar-10-binary.tar.gz; put the data set files there",
+    ),
+    (
+        "empty-labels-csv",
+        "download",
+        empty_labels,
+        "{src}/trainLabels.csv: empty file; expected a CSV with header id,label",
+    ),
+    (
+        "unknown-class-name",
+        "download",
+        unknown_class,
+        "{src}/trainLabels.csv: line 2: unknown class name 'cow'; expected one of airplane, "
+        "automobile, bird, cat, deer, dog, frog, horse, ship, truck",
+    ),
+    (
+        "duplicate-id",
+        "download",
+        duplicate_id,
+        "{src}/trainLabels.csv: line 62: duplicate id 1; keep one row per image",
+    ),
+    (
+        "image-without-label",
+        "download",
+        image_without_label,
+        "{src}/trainLabels.csv: no label row for image 'train/5.png' (1 unlabelled); add the rows "
+        "or remove the images",
+    ),
+    (
+        "label-without-image",
+        "download",
+        label_without_image,
+        "{src}/train.7z: no image 'train/61.png' for the label row with id 61 (1 missing); the "
+        "archive is incomplete",
+    ),
+    (
+        "data-path-missing",
+        "download",
+        missing_data_path,
+        "params.yaml: data.path '{src}' does not exist; fix data.path",
+    ),
+    (
+        "wrong-image-size",
+        "preprocess",
+        raw_image(wrong_size_png),
+        RAW + "/train.7z: member 'train/3.png': image is 31x32; CIFAR-10 images are 32x32, "
+        "resize it or remove it",
+    ),
+    (
+        "wrong-image-mode",
+        "preprocess",
+        raw_image(translucent_png),
+        RAW + "/train.7z: member 'train/3.png': image has transparent pixels (mode RGBA); "
+        "CIFAR-10 images are opaque RGB, flatten it onto a background or remove it",
+    ),
+    (
+        "not-a-png",
+        "preprocess",
+        raw_image(jpeg_bytes),
+        RAW + "/train.7z: member 'train/3.png': not a readable PNG image; replace or remove it",
+    ),
+    (
+        "class-too-small",
+        "preprocess",
+        class_too_small,
+        "split.test_size=0.2: class 'truck' has 1 image(s) of 60, too few for a stratified split; "
+        "add images or change split.test_size",
+    ),
+    (
+        "unknown-params-key",
+        "preprocess",
+        params_change({"train": {"epoch": 3}}),
+        "{root}/params.yaml: unknown key 'train.epoch'; remove it or fix its spelling",
+    ),
+    (
+        "params-wrong-type",
+        "preprocess",
+        params_change({"train": {"epochs": "eight"}}),
+        "{root}/params.yaml: key 'train.epochs' = 'eight': Input should be a valid integer; fix "
+        "the value",
+    ),
+    (
+        "test-size-1.5",
+        "preprocess",
+        params_change({"split": {"test_size": 1.5}}),
+        "{root}/params.yaml: key 'split.test_size' = 1.5: Input should be less than 1; fix the value",
+    ),
+    (
+        "epochs-0",
+        "preprocess",
+        params_change({"train": {"epochs": 0}}),
+        "{root}/params.yaml: key 'train.epochs' = 0: Input should be greater than or equal to 1; "
+        "fix the value",
+    ),
+    (
+        "batch-size-minus-1",
+        "preprocess",
+        params_change({"train": {"batch_size": -1}}),
+        "{root}/params.yaml: key 'train.batch_size' = -1: Input should be greater than or equal "
+        "to 1; fix the value",
+    ),
 ]
 
 
@@ -308,8 +411,11 @@ def test_debug_output_adds_the_traceback(project):
     missing_data_path(project)
     env_result = subprocess.run(
         [sys.executable, str(REPO / "src" / "stages" / "download.py"), "--debug"],
-        cwd=project.root, env={**os.environ, "CIFAR10_MLOPS_ROOT": str(project.root)},
-        capture_output=True, text=True, timeout=120,
+        cwd=project.root,
+        env={**os.environ, "CIFAR10_MLOPS_ROOT": str(project.root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert env_result.returncode == 2
     assert "Traceback" in env_result.stderr
@@ -334,7 +440,9 @@ NO_KAGGLE_CREDENTIALS_MESSAGE = (
 )
 
 
-def official_download(project: Project, server, behaviour: str, md5: str | None = None) -> tuple[str, bytes]:
+def official_download(
+    project: Project, server, behaviour: str, md5: str | None = None
+) -> tuple[str, bytes]:
     archive = write_official_archive(project.source.parent / "served" / "cifar-10-binary.tar.gz")
     payload = archive.read_bytes()
     url = server.serve("/cifar-10-binary.tar.gz", payload, behaviour)
@@ -347,7 +455,9 @@ def test_checksum_mismatch_fails_cleanly(project, archive_server):
     url, payload = official_download(project, archive_server, "ok", md5="0" * 32)
     before = snapshot(project.root / "data/raw")
     result = run_stage(project.root, "download")
-    expected = CHECKSUM_MESSAGE.format(url=url, actual=hashlib.md5(payload).hexdigest(), expected="0" * 32)
+    expected = CHECKSUM_MESSAGE.format(
+        url=url, actual=hashlib.md5(payload).hexdigest(), expected="0" * 32
+    )
     assert_clean_failure(result, expected, before, snapshot(project.root / "data/raw"))
     assert not list((project.root / "data/downloads").glob("*"))  # the bad file is gone
 
@@ -356,7 +466,9 @@ def test_download_cut_off_half_way_fails_cleanly_and_resumes(project, archive_se
     url, payload = official_download(project, archive_server, "cut")
     before = snapshot(project.root / "data/raw")
     result = run_stage(project.root, "download")
-    expected = CUT_OFF_MESSAGE.format(url=url, got=len(payload) // 2, total=len(payload), root=project.root)
+    expected = CUT_OFF_MESSAGE.format(
+        url=url, got=len(payload) // 2, total=len(payload), root=project.root
+    )
     assert_clean_failure(result, expected, before, snapshot(project.root / "data/raw"))
     archive_server.behaviours["/cifar-10-binary.tar.gz"] = ["ok"]
     assert run_stage(project.root, "download").returncode == 0
@@ -369,21 +481,33 @@ def test_kaggle_without_credentials_fails_cleanly(project, tmp_path):
     before = snapshot(project.root / "data/raw")
     home = tmp_path / "empty-home"
     home.mkdir()
-    result = run_stage(project.root, "download", HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
-    assert_clean_failure(result, NO_KAGGLE_CREDENTIALS_MESSAGE, before, snapshot(project.root / "data/raw"))
+    result = run_stage(
+        project.root, "download", HOME=str(home), XDG_CONFIG_HOME=str(home / ".config")
+    )
+    assert_clean_failure(
+        result, NO_KAGGLE_CREDENTIALS_MESSAGE, before, snapshot(project.root / "data/raw")
+    )
 
 
 def docs_form(message: str) -> str:
     return message.format(
-        src="<data.path>", root="<repo>", url="<data.cifar10.url>", actual="<actual md5>",
-        expected="<data.cifar10.md5>", got="<N>", total="<M>",
+        src="<data.path>",
+        root="<repo>",
+        url="<data.cifar10.url>",
+        actual="<actual md5>",
+        expected="<data.cifar10.md5>",
+        got="<N>",
+        total="<M>",
     )
 
 
 def test_the_error_table_in_the_docs_shows_every_message_word_for_word():
     page = ERRORS_PAGE.read_text(encoding="utf-8")
     messages = [case[3] for case in CASES] + [
-        DISK_FULL_MESSAGE, CHECKSUM_MESSAGE, CUT_OFF_MESSAGE, NO_KAGGLE_CREDENTIALS_MESSAGE
+        DISK_FULL_MESSAGE,
+        CHECKSUM_MESSAGE,
+        CUT_OFF_MESSAGE,
+        NO_KAGGLE_CREDENTIALS_MESSAGE,
     ]
     missing = [docs_form(m) for m in messages if docs_form(m) not in page]
     assert not missing, "docs/errors.md bad-input table is out of date:\n" + "\n".join(missing)

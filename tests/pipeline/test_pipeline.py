@@ -32,7 +32,9 @@ def mlflow_client(root):
 def pipeline_runs(root):
     client = mlflow_client(root)
     experiment = client.get_experiment_by_name("cifar10-mlops")
-    return client, client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    return client, client.search_runs(
+        [experiment.experiment_id], order_by=["attributes.start_time ASC"]
+    )
 
 
 def test_outputs_follow_the_contract(repo):
@@ -49,12 +51,21 @@ def test_outputs_follow_the_contract(repo):
 
     with open(repo / "reports/history.csv") as handle:
         history = list(csv.DictReader(handle))
-    assert 1 <= len(history) <= 2 and {"epoch", "accuracy", "loss", "val_accuracy", "val_loss"} <= set(history[0])
+    assert 1 <= len(history) <= 2 and {
+        "epoch",
+        "accuracy",
+        "loss",
+        "val_accuracy",
+        "val_loss",
+    } <= set(history[0])
 
     for name in ("confusion_matrix.png", "training_curves.png", "misclassified.png"):
         assert (repo / "reports/plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    with np.load(repo / "data/processed/train.npz") as train, np.load(repo / "data/processed/test.npz") as test:
+    with (
+        np.load(repo / "data/processed/train.npz") as train,
+        np.load(repo / "data/processed/test.npz") as test,
+    ):
         assert train["images"].dtype == np.uint8 and train["images"].shape[1:] == (32, 32, 3)
         assert len(train["labels"]) == 160 and len(test["labels"]) == 40
         assert not set(train["ids"]) & set(test["ids"])  # no train/test leak
@@ -94,7 +105,11 @@ def test_one_mlflow_run_holds_train_and_evaluate(repo):
     assert re.fullmatch(r"sha256:[0-9a-f]{16}", mlrun.data.tags["data_version"])
     # reports, plots and the model with its signature
     reports = {a.path for a in client.list_artifacts(mlrun.info.run_id, "reports")}
-    assert {"reports/metrics.json", "reports/confusion_matrix.png", "reports/history.csv"} <= reports
+    assert {
+        "reports/metrics.json",
+        "reports/confusion_matrix.png",
+        "reports/history.csv",
+    } <= reports
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
@@ -160,8 +175,16 @@ def test_cli_predict_on_a_directory_of_pngs(repo, tmp_path):
         for index, image in enumerate(test["images"][:3]):
             Image.fromarray(image).save(tmp_path / f"img{index}.png")
     output = tmp_path / "predictions.csv"
-    run(repo, str(VENV_BIN / "cifar10-mlops"), "predict", "--model", "models/model.keras",
-        str(tmp_path), "--output", str(output))
+    run(
+        repo,
+        str(VENV_BIN / "cifar10-mlops"),
+        "predict",
+        "--model",
+        "models/model.keras",
+        str(tmp_path),
+        "--output",
+        str(output),
+    )
     with open(output) as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0])[:3] == ["path", "label", "confidence"]  # the DESIGN.md contract
@@ -172,14 +195,26 @@ def _outputs(repo):
     """Every output file DVC manages, with its bytes' digest."""
     import hashlib
 
-    files = [p for d in ("data/raw", "data/processed", "models", "reports") for p in (repo / d).rglob("*")]
-    return {str(p.relative_to(repo)): hashlib.md5(p.read_bytes()).hexdigest() for p in files if p.is_file()}
+    files = [
+        p
+        for d in ("data/raw", "data/processed", "models", "reports")
+        for p in (repo / d).rglob("*")
+    ]
+    return {
+        str(p.relative_to(repo)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in files
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize(
     "change, failing_stage, message",
     [
-        ({"train": {"epochs": 0}}, "train", "params.yaml: key 'train.epochs' = 0: Input should be greater"),
+        (
+            {"train": {"epochs": 0}},
+            "train",
+            "params.yaml: key 'train.epochs' = 0: Input should be greater",
+        ),
         # Valid params, impossible split: 0.999 of 200 images leaves one to train on.
         ({"split": {"test_size": 0.999}}, "preprocess", "too few for a stratified split"),
     ],

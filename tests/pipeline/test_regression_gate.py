@@ -50,16 +50,28 @@ def shuffled_metrics(tmp_path_factory):
     write_kaggle_layout(source, COUNT, seed=SEED)
     _shuffle_labels(source / "trainLabels.csv")
     root = base / "shuffled"
-    make_pipeline_repo(root, {
-        "data": {"source": "local", "path": str(source)}, "train": {"epochs": SHUFFLED_EPOCHS},
-    })
+    make_pipeline_repo(
+        root,
+        {
+            "data": {"source": "local", "path": str(source)},
+            "train": {"epochs": SHUFFLED_EPOCHS},
+        },
+    )
     dvc(root, "repro")
     return root / "reports" / "metrics.json"
 
 
 def _gate(metrics_path, baseline_path):
-    return run(REPO, str(VENV_BIN / "cifar10-mlops"), "gate", "--metrics", str(metrics_path),
-               "--baseline", str(baseline_path), check=False)
+    return run(
+        REPO,
+        str(VENV_BIN / "cifar10-mlops"),
+        "gate",
+        "--metrics",
+        str(metrics_path),
+        "--baseline",
+        str(baseline_path),
+        check=False,
+    )
 
 
 def test_committed_baseline_passes_the_committed_run_and_trips_on_shuffled_labels(
@@ -84,12 +96,17 @@ def test_a_baseline_recorded_from_the_committed_run_trips_on_shuffled_labels(
     committed = json.loads(COMMITTED_METRICS.read_text())
     tolerance = json.loads(COMMITTED_BASELINE.read_text())["tolerance"]
     baseline = tmp_path / "baseline.json"
-    baseline.write_text(json.dumps({
-        "tolerance": tolerance,
-        "metrics": {
-            "accuracy": {"min": committed["accuracy"]}, "macro_f1": {"min": committed["macro_f1"]},
-        },
-    }))
+    baseline.write_text(
+        json.dumps(
+            {
+                "tolerance": tolerance,
+                "metrics": {
+                    "accuracy": {"min": committed["accuracy"]},
+                    "macro_f1": {"min": committed["macro_f1"]},
+                },
+            }
+        )
+    )
     assert _gate(COMMITTED_METRICS, baseline).returncode == 0
     tripped = _gate(shuffled_metrics, baseline)
     assert tripped.returncode == 1, tripped.stdout + tripped.stderr

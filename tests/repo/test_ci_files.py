@@ -135,6 +135,40 @@ def test_lint_step_validates_workflows_with_the_same_schema():
     assert ".github/workflows/*.yml" in lint
 
 
+def _make_target(name: str) -> str:
+    """The recipe lines of one Makefile target."""
+    lines = (REPO_ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{name}:"))
+    recipe = []
+    for line in lines[start + 1 :]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return "\n".join(recipe)
+
+
+def test_lint_step_runs_make_lint_which_checks_style_format_and_types():
+    lint = _function_body(CHECK_SH.read_text(encoding="utf-8"), "step_lint")
+    assert _runs_command(lint, "make lint")
+    target = _make_target("lint")
+    assert "ruff check" in target
+    assert "ruff format --check" in target
+    assert "mypy" in target
+
+
+def test_make_test_fast_skips_only_the_slow_tests_and_make_test_runs_everything():
+    assert '-m "not slow"' in _make_target("test-fast")
+    full = _make_target("test")
+    assert "not slow" not in full and " -k " not in full, full
+
+
+def test_pre_commit_runs_ruff_and_ruff_format():
+    config = yaml.safe_load((REPO_ROOT / ".pre-commit-config.yaml").read_text(encoding="utf-8"))
+    entries = [hook["entry"] for repo in config["repos"] for hook in repo["hooks"]]
+    assert any(entry.startswith("ruff check") for entry in entries), entries
+    assert any(entry.startswith("ruff format") for entry in entries), entries
+
+
 # --- one script, one set of steps ------------------------------------------------------------
 
 

@@ -62,7 +62,10 @@ class Child:
         env["TF_CPP_MIN_LOG_LEVEL"] = "2"
         self.process = subprocess.Popen(
             [sys.executable, str(script), mode, str(workdir), str(epochs)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
             # A shell that starts the suite in the background ignores SIGINT, and a child
             # inherits that: Python would then never raise KeyboardInterrupt.
             preexec_fn=_default_sigint,
@@ -88,7 +91,9 @@ def _default_sigint() -> None:
 
 def start(workdir: Path, epochs: int = 2) -> str:
     params = Params.model_validate({"train": {"epochs": epochs}})
-    return runs.start_pipeline_run(params, DATA_VERSION, workdir / "run.json", workdir / "state.json")
+    return runs.start_pipeline_run(
+        params, DATA_VERSION, workdir / "run.json", workdir / "state.json"
+    )
 
 
 def test_an_exception_marks_the_run_failed_and_a_retry_continues_it(store, tmp_path, capsys):
@@ -103,7 +108,10 @@ def test_an_exception_marks_the_run_failed_and_a_retry_continues_it(store, tmp_p
 
     # The same params and data version again: the same run, attempt 2, owned by this process.
     assert start(tmp_path) == child.run_id
-    assert f"continuing run {child.run_id} (attempt 2; the last attempt ended FAILED)" in capsys.readouterr().out
+    assert (
+        f"continuing run {child.run_id} (attempt 2; the last attempt ended FAILED)"
+        in capsys.readouterr().out
+    )
     run = store.get_run(child.run_id)
     assert run.info.status == "RUNNING"
     assert run.data.tags[runs.ATTEMPTS_TAG] == "2"
@@ -111,7 +119,10 @@ def test_an_exception_marks_the_run_failed_and_a_retry_continues_it(store, tmp_p
     # A fit resumed at epoch 1 continues the series: steps are epochs, nothing overlaps.
     epoch_logger.EpochMetricsLogger().on_epoch_end(1, {"loss": 1.5})
     runs.end_run()
-    assert [(m.step, m.value) for m in store.get_metric_history(child.run_id, "loss")] == [(0, 2.0), (1, 1.5)]
+    assert [(m.step, m.value) for m in store.get_metric_history(child.run_id, "loss")] == [
+        (0, 2.0),
+        (1, 1.5),
+    ]
     assert store.get_run(child.run_id).info.status == "FINISHED"
     assert store.get_run(child.run_id).data.params["train.epochs"] == "2"
 
@@ -143,7 +154,9 @@ def test_a_sigkilled_run_is_marked_killed_when_the_next_pipeline_run_starts(stor
     assert new_run_id != child.run_id
     assert orphan.info.status == "KILLED"
     reason = orphan.data.tags[owners.KILLED_REASON_TAG]
-    assert f"owner process {child.process.pid} on {socket.gethostname()} no longer existed" in reason
+    assert (
+        f"owner process {child.process.pid} on {socket.gethostname()} no longer existed" in reason
+    )
 
 
 def test_a_retry_after_sigkill_continues_the_same_run(store, tmp_path):
@@ -214,11 +227,19 @@ def test_only_runs_whose_owner_on_this_host_is_gone_are_marked_killed(store):
         "other-host": {owners.HOST_TAG: "elsewhere.invalid", owners.PID_TAG: str(dead_pid())},
         "not-ours": {},
     }
-    run_ids = {name: store.create_run(experiment_id, tags=tags).info.run_id for name, tags in tags_by_case.items()}
+    run_ids = {
+        name: store.create_run(experiment_id, tags=tags).info.run_id
+        for name, tags in tags_by_case.items()
+    }
 
     killed = owners.mark_orphaned_runs_killed(store, experiment_id)
 
     assert sorted(killed) == sorted([run_ids["dead"], run_ids["pid-reused"]])
     status = {name: store.get_run(run_id).info.status for name, run_id in run_ids.items()}
-    assert status == {"dead": "KILLED", "pid-reused": "KILLED", "alive": "RUNNING",
-                      "other-host": "RUNNING", "not-ours": "RUNNING"}
+    assert status == {
+        "dead": "KILLED",
+        "pid-reused": "KILLED",
+        "alive": "RUNNING",
+        "other-host": "RUNNING",
+        "not-ours": "RUNNING",
+    }

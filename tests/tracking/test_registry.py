@@ -31,15 +31,21 @@ def evaluated_run(tmp_path, accuracy: float, seed: int) -> str:
     """A pipeline run as train + evaluate leave it: params, tags, test metrics, the model."""
     params = Params.model_validate({"train": {"seed": seed}})  # a different training each time
     run_id = runs.start_pipeline_run(params, "sha256:00000000000000aa", tmp_path / "run.json")
-    runs.log_final_results({"accuracy": accuracy, "macro_f1": accuracy - 0.1, "n_test": 40},
-                               [], tiny_keras_model_file(tmp_path / f"model{seed}.keras", seed), np.zeros((2, 32, 32, 3), np.uint8))
+    runs.log_final_results(
+        {"accuracy": accuracy, "macro_f1": accuracy - 0.1, "n_test": 40},
+        [],
+        tiny_keras_model_file(tmp_path / f"model{seed}.keras", seed),
+        np.zeros((2, 32, 32, 3), np.uint8),
+    )
     runs.end_run()
     return run_id
 
 
 def test_versions_and_the_champion_rule(store, tmp_path, capsys):
-    outcomes = [registry.register_run_model(evaluated_run(tmp_path, accuracy, seed), NAME)
-                for seed, accuracy in enumerate([0.5, 0.4, 0.6])]
+    outcomes = [
+        registry.register_run_model(evaluated_run(tmp_path, accuracy, seed), NAME)
+        for seed, accuracy in enumerate([0.5, 0.4, 0.6])
+    ]
 
     assert [o.version for o in outcomes] == ["1", "2", "3"]
     assert [o.champion for o in outcomes] == [True, False, True]
@@ -79,7 +85,10 @@ def test_version_tags_description_and_loading_the_champion(store, tmp_path):
     assert f"models:/{NAME}@champion" in store.get_registered_model(NAME).description
 
     champion = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
-    assert champion.predict(np.zeros((3, 32, 32, 3), np.uint8)).shape == (3, 12)  # label, confidence, p_<class> x 10
+    assert champion.predict(np.zeros((3, 32, 32, 3), np.uint8)).shape == (
+        3,
+        12,
+    )  # label, confidence, p_<class> x 10
 
 
 def test_a_run_without_test_accuracy_is_refused(store, tmp_path):

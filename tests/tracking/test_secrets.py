@@ -69,8 +69,12 @@ def log_train_and_evaluate(tmp_path: Path, params: Params) -> str:
     report.write_text('{"accuracy": 0.5}\n')
     with lifecycle.run_lifecycle():
         runs.resume_run(run_id)
-        runs.log_final_results({"accuracy": 0.5, "macro_f1": 0.4}, [report], tiny_keras_model_file(tmp_path / "model.keras"),
-                                   np.zeros((2, 32, 32, 3), np.uint8))
+        runs.log_final_results(
+            {"accuracy": 0.5, "macro_f1": 0.4},
+            [report],
+            tiny_keras_model_file(tmp_path / "model.keras"),
+            np.zeros((2, 32, 32, 3), np.uint8),
+        )
         print(registry.register_run_model(run_id, "secret-check").message())
     runs.clear_training_state(run_id)
     return run_id
@@ -85,7 +89,9 @@ def test_the_logging_path_stores_no_credential(tmp_path, monkeypatch, kaggle_cre
 
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["data.cifar10.url"] == "https://***@mirror.example/cifar-10-binary.tar.gz"
+    assert (
+        run.data.params["data.cifar10.url"] == "https://***@mirror.example/cifar-10-binary.tar.gz"
+    )
     assert (tmp_path / "mlartifacts").is_dir()  # the artifacts really are in the scanned tree
     assert files_holding(SECRETS, tmp_path, skip=kaggle_credentials) == []
     output = capfd.readouterr()
@@ -105,11 +111,23 @@ def mlflow_server(tmp_path):
     """A real local tracking server; the client reaches it through a URI with a password."""
     port = free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--default-artifact-root", str(tmp_path / "server-artifacts")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--default-artifact-root",
+            str(tmp_path / "server-artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -157,7 +175,9 @@ def test_dvc_repro_stores_no_credential(tmp_path, kaggle_credentials):
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     run_id = json.loads((repo / "reports" / "mlflow_run.json").read_text())["run_id"]
     run = client.get_run(run_id)
-    assert run.data.params["data.cifar10.url"] == "https://***@mirror.example/cifar-10-binary.tar.gz"
+    assert (
+        run.data.params["data.cifar10.url"] == "https://***@mirror.example/cifar-10-binary.tar.gz"
+    )
     assert "is the first champion" in result.stdout
     store = [repo / "mlflow.db", repo / "mlartifacts"]
     assert len([p for p in store[1].rglob("*") if p.is_file()]) > 5  # reports, plots, model

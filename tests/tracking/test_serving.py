@@ -37,15 +37,24 @@ def logged(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
-        experiment = mlflow.create_experiment("serving", artifact_location=(root / "artifacts").as_uri())
+        experiment = mlflow.create_experiment(
+            "serving", artifact_location=(root / "artifacts").as_uri()
+        )
         keras_file = tiny_keras_model_file(root / "model.keras")
         images = np.random.default_rng(3).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
         with mlflow.start_run(experiment_id=experiment) as run:
             info = serving.log_classifier(keras_file, input_example=images)
         version = mlflow.register_model(info.model_uri, MODEL_NAME)
         mlflow.MlflowClient().set_registered_model_alias(MODEL_NAME, ALIAS, version.version)
-        yield SimpleNamespace(uri=uri, root=root, info=info, run_id=run.info.run_id,
-                              keras_file=keras_file, images=images, version=version.version)
+        yield SimpleNamespace(
+            uri=uri,
+            root=root,
+            info=info,
+            run_id=run.info.run_id,
+            keras_file=keras_file,
+            images=images,
+            version=version.version,
+        )
         mlflow.set_tracking_uri(None)
 
 
@@ -88,11 +97,13 @@ def test_logged_model_has_signature_example_requirements_and_no_pickle(store_env
     assert tensor.type == np.dtype(np.uint8) and tensor.shape == (-1, 32, 32, 3)
     assert tuple(info.signature.outputs.input_names()) == serving.OUTPUT_COLUMNS
 
-    local = Path(mlflow.artifacts.download_artifacts(store_env.info.model_uri, dst_path=str(tmp_path)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(store_env.info.model_uri, dst_path=str(tmp_path))
+    )
     requirements = (local / "requirements.txt").read_text().split()
     for name in ("mlflow", "keras", "tensorflow", "pydantic", "pyyaml"):
         assert any(line.startswith(f"{name}==") for line in requirements), requirements
-    assert (local / "code" / "cifar10_mlops" / "model.py").is_file()
+    assert (local / "code" / "cifar10_mlops" / "model" / "build.py").is_file()
     assert not list(local.rglob("*.pkl"))  # models from code: nothing to unpickle
     example = json.loads((local / "input_example.json").read_text())
     assert np.asarray(example).shape == (serving.MAX_EXAMPLE_IMAGES, 32, 32, 3)
@@ -100,12 +111,21 @@ def test_logged_model_has_signature_example_requirements_and_no_pickle(store_env
 
 def test_the_rest_payload_is_answered_like_the_scoring_server_would(store_env, tmp_path):
     """`mlflow models serve` parses requests with the same code as mlflow.models.predict."""
-    local = Path(mlflow.artifacts.download_artifacts(store_env.info.model_uri, dst_path=str(tmp_path)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(store_env.info.model_uri, dst_path=str(tmp_path))
+    )
     output = tmp_path / "predictions.json"
-    mlflow.models.predict(model_uri=str(local), input_path=str(local / "serving_input_example.json"),
-                          content_type="json", output_path=str(output), env_manager="local")
+    mlflow.models.predict(
+        model_uri=str(local),
+        input_path=str(local / "serving_input_example.json"),
+        content_type="json",
+        output_path=str(output),
+        env_manager="local",
+    )
     frame = pd.DataFrame(json.loads(output.read_text())["predictions"])
-    assert_matches_keras(frame, store_env.keras_file, store_env.images[: serving.MAX_EXAMPLE_IMAGES])
+    assert_matches_keras(
+        frame, store_env.keras_file, store_env.images[: serving.MAX_EXAMPLE_IMAGES]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,14 +150,20 @@ def test_predict_accepts_the_shapes_callers_send(classifier, logged):
     pd.testing.assert_frame_equal(single, expected.iloc[:1])
 
 
-@pytest.mark.parametrize("model_input, message", [
-    (np.zeros((2, 28, 28, 3), np.uint8), "expected images of shape (N, 32, 32, 3), got shape (2, 28, 28, 3)"),
-    (np.zeros((0, 32, 32, 3), np.uint8), "got shape (0, 32, 32, 3)"),
-    (np.full((1, 32, 32, 3), 0.5), "whole numbers in 0..255 (raw uint8 RGB, not scaled)"),
-    (np.full((1, 32, 32, 3), 256), "whole numbers in 0..255"),
-    (np.full((1, 32, 32, 3), "x"), "pixel values must be numbers"),
-    (pd.DataFrame(np.zeros((1, 10))), "1 image column or 3072 pixel columns, got 10"),
-])
+@pytest.mark.parametrize(
+    "model_input, message",
+    [
+        (
+            np.zeros((2, 28, 28, 3), np.uint8),
+            "expected images of shape (N, 32, 32, 3), got shape (2, 28, 28, 3)",
+        ),
+        (np.zeros((0, 32, 32, 3), np.uint8), "got shape (0, 32, 32, 3)"),
+        (np.full((1, 32, 32, 3), 0.5), "whole numbers in 0..255 (raw uint8 RGB, not scaled)"),
+        (np.full((1, 32, 32, 3), 256), "whole numbers in 0..255"),
+        (np.full((1, 32, 32, 3), "x"), "pixel values must be numbers"),
+        (pd.DataFrame(np.zeros((1, 10))), "1 image column or 3072 pixel columns, got 10"),
+    ],
+)
 def test_bad_input_is_refused_with_a_clear_message(classifier, model_input, message):
     with pytest.raises(MlflowException, match="^cifar10 classifier input: ") as caught:
         classifier.predict(None, model_input)
@@ -167,9 +193,12 @@ def test_a_saved_classifier_loads_where_the_package_is_not_installed(logged, tmp
     saved = serving.save_classifier(logged.keras_file, tmp_path / "saved", logged.images[:1])
     np.save(tmp_path / "images.npy", logged.images)
     src = str(Path(serving.__file__).parents[2])
-    script = FRESH_INTERPRETER.format(src=src, model=str(saved), images=str(tmp_path / "images.npy"))
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=300)
+    script = FRESH_INTERPRETER.format(
+        src=src, model=str(saved), images=str(tmp_path / "images.npy")
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     answer = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(answer["package"]).is_relative_to(saved / "code")
@@ -186,7 +215,9 @@ def folder(tmp_path_factory):
 @pytest.mark.parametrize("kind", ["alias", "version", "runs", "directory"])
 def test_predict_cli_with_an_mlflow_model(store_env, folder, kind, tmp_path, capsys):
     if kind == "directory":
-        saved = serving.save_classifier(store_env.keras_file, tmp_path / "saved", store_env.images[:1])
+        saved = serving.save_classifier(
+            store_env.keras_file, tmp_path / "saved", store_env.images[:1]
+        )
         model = str(saved)
     else:
         model = model_uris(store_env)[kind]
@@ -194,9 +225,13 @@ def test_predict_cli_with_an_mlflow_model(store_env, folder, kind, tmp_path, cap
     assert code == 0, err
     rows = {Path(row["path"]): row for row in read_csv(out)}
     assert {path for path, row in rows.items() if row["error"]} == set(folder.bad)
-    labels, confidences = keras_labels(store_env.keras_file, np.stack([load_image(p) for p in folder.good]))
+    labels, confidences = keras_labels(
+        store_env.keras_file, np.stack([load_image(p) for p in folder.good])
+    )
     assert [rows[p]["label"] for p in folder.good] == labels
-    np.testing.assert_allclose([float(rows[p]["confidence"]) for p in folder.good], confidences, atol=1e-6)
+    np.testing.assert_allclose(
+        [float(rows[p]["confidence"]) for p in folder.good], confidences, atol=1e-6
+    )
     assert err.strip().splitlines()[-1] == "predict: 5 images, 2 unreadable (see the error column)"
 
 
@@ -213,11 +248,14 @@ def test_predict_cli_reads_models_logged_with_the_keras_flavour(logged, folder, 
     assert [row["label"] for row in read_csv(out)] == labels
 
 
-@pytest.mark.parametrize("uri, reason", [
-    (f"models:/{MODEL_NAME}@no-such-alias", "MlflowException"),
-    ("models:/no-such-model/1", "MlflowException"),
-    ("runs:/0123456789abcdef0123456789abcdef/model", "MlflowException"),
-])
+@pytest.mark.parametrize(
+    "uri, reason",
+    [
+        (f"models:/{MODEL_NAME}@no-such-alias", "MlflowException"),
+        ("models:/no-such-model/1", "MlflowException"),
+        ("runs:/0123456789abcdef0123456789abcdef/model", "MlflowException"),
+    ],
+)
 def test_predict_cli_with_a_bad_uri_fails_with_one_line(store_env, folder, uri, reason, capsys):
     code, out, err = run_main(["predict", "--model", uri, str(folder.good[0])], capsys)
     assert code == 2 and out == ""
@@ -229,7 +267,9 @@ def test_predict_cli_with_a_bad_uri_fails_with_one_line(store_env, folder, uri, 
 def test_predict_cli_without_a_store_says_where_it_looked(folder, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the project's default store: <root>/mlflow.db
-    code, _, err = run_main(["predict", "--model", f"models:/{MODEL_NAME}@{ALIAS}", str(folder.good[0])], capsys)
+    code, _, err = run_main(
+        ["predict", "--model", f"models:/{MODEL_NAME}@{ALIAS}", str(folder.good[0])], capsys
+    )
     assert code == 2
     assert one_error_line(err) == (
         f"error: models:/{MODEL_NAME}@{ALIAS}: no MLflow store at {tmp_path / 'mlflow.db'}; run "

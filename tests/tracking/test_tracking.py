@@ -93,8 +93,16 @@ def test_training_digest_follows_training_params_and_data_only():
     base = provenance.training_digest(Params(), "sha256:a")
     assert provenance.training_digest(Params(), "sha256:a") == base
     assert provenance.training_digest(Params(), "sha256:b") != base
-    assert provenance.training_digest(Params.model_validate({"train": {"epochs": 3}}), "sha256:a") != base
-    assert provenance.training_digest(Params.model_validate({"evaluate": {"misclassified_grid": 0}}), "sha256:a") == base
+    assert (
+        provenance.training_digest(Params.model_validate({"train": {"epochs": 3}}), "sha256:a")
+        != base
+    )
+    assert (
+        provenance.training_digest(
+            Params.model_validate({"evaluate": {"misclassified_grid": 0}}), "sha256:a"
+        )
+        == base
+    )
 
 
 def test_data_version_is_a_content_hash(tmp_path):
@@ -120,8 +128,9 @@ def test_one_run_across_train_and_evaluate(store, tmp_path, monkeypatch):
     report = tmp_path / "reports" / "metrics.json"
     report.write_text('{"accuracy": 0.5}\n')
     with runs.resume_run(run_id):
-        runs.log_final_results({"accuracy": 0.5, "macro_f1": 0.4}, [report], model,
-                                   np.zeros((2, 32, 32, 3), np.uint8))
+        runs.log_final_results(
+            {"accuracy": 0.5, "macro_f1": 0.4}, [report], model, np.zeros((2, 32, 32, 3), np.uint8)
+        )
 
     run = store.get_run(run_id)
     assert run.info.status == "FINISHED"

@@ -90,14 +90,23 @@ class TrackingServer:
             with open(self.log, "ab") as log:
                 self.process = subprocess.Popen(
                     [
-                        str(VENV_BIN / "mlflow"), "server",
-                        "--backend-store-uri", f"sqlite:///{self.backend}",
-                        "--artifacts-destination", str(self.artifacts),
-                        "--host", "127.0.0.1",
-                        "--port", str(port),
-                        "--workers", "1",
+                        str(VENV_BIN / "mlflow"),
+                        "server",
+                        "--backend-store-uri",
+                        f"sqlite:///{self.backend}",
+                        "--artifacts-destination",
+                        str(self.artifacts),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--workers",
+                        "1",
                     ],
-                    cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=self.workdir,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group, so _stop reaches uvicorn
                 )
@@ -117,7 +126,9 @@ class TrackingServer:
             if "address already in use" not in self.log_text().lower():
                 break
         self.stop()
-        pytest.fail(f"mlflow server exited with {self.process.returncode}; its log:\n{self.log_text()}")
+        pytest.fail(
+            f"mlflow server exited with {self.process.returncode}; its log:\n{self.log_text()}"
+        )
 
     def stop(self) -> None:
         if self.process is not None:
@@ -173,9 +184,17 @@ def logged(server, repo):
     assert len(runs) == 1, [r.info.run_id for r in runs]
     mlrun = runs[0]
     # What came back, for the record (pytest -rA shows it).
-    print(f"server {server.url}: experiment {EXPERIMENT!r} ({experiment.experiment_id}), run "
-          f"{mlrun.info.run_id} {mlrun.info.status}, artifact_uri {mlrun.info.artifact_uri}")
-    print("params:", {k: mlrun.data.params.get(k) for k in ("train.epochs", "data.synthetic.count", "model.backbone")})
+    print(
+        f"server {server.url}: experiment {EXPERIMENT!r} ({experiment.experiment_id}), run "
+        f"{mlrun.info.run_id} {mlrun.info.status}, artifact_uri {mlrun.info.artifact_uri}"
+    )
+    print(
+        "params:",
+        {
+            k: mlrun.data.params.get(k)
+            for k in ("train.epochs", "data.synthetic.count", "model.backbone")
+        },
+    )
     print("metrics:", {k: round(v, 4) for k, v in sorted(mlrun.data.metrics.items())})
     return client, mlrun
 

@@ -39,7 +39,8 @@ def _gradient_images(count: int) -> LabelledImages:
     rows, cols = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
     image = np.stack([8 * cols + rows] * 3, axis=-1).astype(np.uint8)
     return LabelledImages(
-        images=np.repeat(image[None], count, axis=0), labels=np.arange(count) % 10,
+        images=np.repeat(image[None], count, axis=0),
+        labels=np.arange(count) % 10,
         ids=np.arange(1, count + 1),
     )
 
@@ -50,8 +51,10 @@ def test_augmentation_crops_windows_of_the_reflect_padded_image_and_flips():
     windows = {
         padded[top : top + 32, left : left + 32].tobytes() for top in range(9) for left in range(9)
     }
-    windows |= {np.ascontiguousarray(np.fliplr(np.frombuffer(w, np.uint8).reshape(32, 32, 3))).tobytes()
-                for w in list(windows)}
+    windows |= {
+        np.ascontiguousarray(np.fliplr(np.frombuffer(w, np.uint8).reshape(32, 32, 3))).tobytes()
+        for w in list(windows)
+    }
     batch, labels = next(iter(make_dataset(data, 64, shuffle_seed=3, augment=True, crop_padding=4)))
     batch = batch.numpy()
     assert batch.dtype == np.uint8 and batch.shape == (64, 32, 32, 3)

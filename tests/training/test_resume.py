@@ -50,8 +50,12 @@ KILL_MOMENTS = {
 
 def run_and_kill(root, ready, delay: float) -> None:
     process = subprocess.Popen(
-        [str(VENV_BIN / "dvc"), "repro"], cwd=root, env=pipeline_env(root),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [str(VENV_BIN / "dvc"), "repro"],
+        cwd=root,
+        env=pipeline_env(root),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 600
@@ -68,9 +72,13 @@ def run_and_kill(root, ready, delay: float) -> None:
 
 @pytest.mark.parametrize("moment", KILL_MOMENTS)
 def test_a_sigkilled_training_resumes_after_the_last_finished_epoch(tmp_path, moment):
-    params = deep_update(json.loads(json.dumps(TINY_PARAMS)), {
-        "data": {"synthetic": {"count": 400}}, "train": {"epochs": EPOCHS},
-    })
+    params = deep_update(
+        json.loads(json.dumps(TINY_PARAMS)),
+        {
+            "data": {"synthetic": {"count": 400}},
+            "train": {"epochs": EPOCHS},
+        },
+    )
     root = make_pipeline_repo(tmp_path / "repo", params)
     run_and_kill(root, *KILL_MOMENTS[moment])
     done_before_kill = finished_epochs(root)

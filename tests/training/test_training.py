@@ -23,7 +23,9 @@ def _easy_images(count: int, seed: int = 0) -> LabelledImages:
     for index, label in enumerate(labels):
         row, col = divmod(int(label), 5)
         images[index, row * 16 : row * 16 + 16, col * 6 : col * 6 + 6] = 230
-    return LabelledImages(images=images, labels=labels.astype(np.int64), ids=np.arange(1, count + 1))
+    return LabelledImages(
+        images=images, labels=labels.astype(np.int64), ids=np.arange(1, count + 1)
+    )
 
 
 def test_dataset_batches_uint8_images_without_copying_to_float():
@@ -34,12 +36,23 @@ def test_dataset_batches_uint8_images_without_copying_to_float():
 
 
 def test_tiny_training_writes_the_model_history_and_checkpoint(tmp_path):
-    params = Params.model_validate({
-        "train": {"epochs": 2, "batch_size": 20, "validation_split": 0.2, "learning_rate": 0.001},
-    })
+    params = Params.model_validate(
+        {
+            "train": {
+                "epochs": 2,
+                "batch_size": 20,
+                "validation_split": 0.2,
+                "learning_rate": 0.001,
+            },
+        }
+    )
     outcome = train_model(
-        params, _easy_images(200), tmp_path / "model.keras", tmp_path / "history.csv",
-        tmp_path / "state", verbose=0,
+        params,
+        _easy_images(200),
+        tmp_path / "model.keras",
+        tmp_path / "history.csv",
+        tmp_path / "state",
+        verbose=0,
     )
     assert not list((tmp_path / "state").iterdir())  # finished: nothing left to resume
     with open(tmp_path / "history.csv") as handle:
@@ -57,17 +70,25 @@ def test_metric_is_true_multiclass_accuracy_not_binary():
     the ~0.9 that binary cross-entropy "accuracy" gives on one-of-ten labels."""
     import keras
 
-    always_zero = keras.Sequential([
-        keras.Input((32, 32, 3), dtype="uint8"),
-        keras.layers.Flatten(),
-        keras.layers.Dense(10, activation="softmax", kernel_initializer="zeros",
-                           bias_initializer=keras.initializers.Constant([5.0] + [0.0] * 9)),
-    ])
+    always_zero = keras.Sequential(
+        [
+            keras.Input((32, 32, 3), dtype="uint8"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(
+                10,
+                activation="softmax",
+                kernel_initializer="zeros",
+                bias_initializer=keras.initializers.Constant([5.0] + [0.0] * 9),
+            ),
+        ]
+    )
     compile_model(always_zero, Params().train.model_copy(update={"label_smoothing": 0.0}))
     data = _easy_images(100)
     loss, accuracy = always_zero.evaluate(data.images, data.labels, verbose=0)
     assert accuracy == pytest.approx(0.1)
-    assert loss == pytest.approx(-np.mean(np.log(np.where(data.labels == 0, 0.942826, 0.006353))), rel=0.01)
+    assert loss == pytest.approx(
+        -np.mean(np.log(np.where(data.labels == 0, 0.942826, 0.006353))), rel=0.01
+    )
 
 
 MIRRORED_ON_TWO_CPUS = r"""
@@ -99,7 +120,9 @@ def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
 
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_ON_TWO_CPUS, str(tmp_path)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICAS 2" in result.stdout
@@ -122,10 +145,18 @@ def _fit_with_backups(model, state, epochs: int, initial_epoch: int = 0) -> None
 
     rng = np.random.default_rng(0)
     x, y = rng.random((32, 4), dtype=np.float32), rng.integers(0, 3, 32)
-    model.fit(x, y, batch_size=8, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=[
-        keras.callbacks.CSVLogger(str(state.history_csv), append=True),
-        EpochBackup(state, "loss", "min"),
-    ])
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        verbose=0,
+        callbacks=[
+            keras.callbacks.CSVLogger(str(state.history_csv), append=True),
+            EpochBackup(state, "loss", "min"),
+        ],
+    )
 
 
 def test_training_state_resumes_from_the_last_complete_backup_past_a_kills_litter(tmp_path):
@@ -149,8 +180,11 @@ def test_training_state_resumes_from_the_last_complete_backup_past_a_kills_litte
     assert sorted(p.name for p in state.directory.iterdir()) == ["epoch-2", "history.csv"]
     assert [int(row["epoch"]) for row in state.history_rows()] == [0, 1]
     assert int(resumed.optimizer.iterations) == int(trained.optimizer.iterations) == 8
-    for mine, theirs in zip(resumed.weights + resumed.optimizer.variables,
-                            trained.weights + trained.optimizer.variables, strict=True):
+    for mine, theirs in zip(
+        resumed.weights + resumed.optimizer.variables,
+        trained.weights + trained.optimizer.variables,
+        strict=True,
+    ):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
 
     _fit_with_backups(resumed, state, epochs=3, initial_epoch=2)
@@ -191,6 +225,10 @@ def test_the_package_turns_onednn_on_unless_the_user_chose(setting, expected_on)
     env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # TensorFlow says at start-up whether oneDNN is on
     probe = subprocess.run(
         [sys.executable, "-c", "import cifar10_mlops, tensorflow"],
-        env=env, capture_output=True, text=True, check=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     assert ("oneDNN custom operations are on" in probe.stderr) is expected_on, probe.stderr

@@ -19,30 +19,42 @@ def _parser() -> argparse.ArgumentParser:
         help="classify images with a trained model",
         description="Write a CSV (path,label,confidence,error) with one row per image.",
     )
-    predict.add_argument("paths", nargs="+", type=Path,
-                         help="image files, or directories searched recursively for images")
     predict.add_argument(
-        "--model", default="models/model.keras",
+        "paths",
+        nargs="+",
+        type=Path,
+        help="image files, or directories searched recursively for images",
+    )
+    predict.add_argument(
+        "--model",
+        default="models/model.keras",
         help="a .keras file, an MLflow model directory, or an MLflow URI: models:/<name>@<alias>, "
-             "models:/<name>/<version>, runs:/<run id>/model (default: %(default)s)",
+        "models:/<name>/<version>, runs:/<run id>/model (default: %(default)s)",
     )
     predict.add_argument("--output", type=Path, help="CSV to write (default: stdout)")
-    predict.add_argument("--batch-size", type=_positive_int, default=256,
-                         help="images per model call (default: %(default)s)")
-    predict.add_argument("--quiet", action="store_true",
-                         help="no progress bar and no summary line on stderr")
+    predict.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=256,
+        help="images per model call (default: %(default)s)",
+    )
+    predict.add_argument(
+        "--quiet", action="store_true", help="no progress bar and no summary line on stderr"
+    )
     # Also accepted after the subcommand; SUPPRESS keeps it from overriding the global flag.
-    predict.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                         help="show tracebacks on errors")
+    predict.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
 
     gate = commands.add_parser("gate", help="fail when metrics fall below the committed baseline")
     gate.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
     gate.add_argument("--baseline", type=Path, default=Path(".ci/baseline.json"))
 
     preset = commands.add_parser(
-        "preset", help="print a preset as `dvc exp run` arguments",
+        "preset",
+        help="print a preset as `dvc exp run` arguments",
         description="Print presets/NAME.yaml as -S key=value arguments: "
-                    "dvc exp run $(cifar10-mlops preset NAME)",
+        "dvc exp run $(cifar10-mlops preset NAME)",
     )
     preset.add_argument("name", nargs="?", help="a preset; without one, list them")
     return parser

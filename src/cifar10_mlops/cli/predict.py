@@ -51,13 +51,17 @@ def find_images(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            ))
+            found.extend(
+                sorted(
+                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                )
+            )
         elif path.is_file():
             found.append(path)
         else:
-            raise PipelineError(f"{path}: no such file or directory; give image files or directories")
+            raise PipelineError(
+                f"{path}: no such file or directory; give image files or directories"
+            )
     return found
 
 
@@ -151,7 +155,7 @@ def _require_store(uri: str, store: str) -> None:
     prefix = "sqlite:///"
     if not store.startswith(prefix):
         return
-    database = Path(store[len(prefix):].split("?", 1)[0])
+    database = Path(store[len(prefix) :].split("?", 1)[0])
     if not database.is_file():
         raise PipelineError(
             f"{uri}: no MLflow store at {database}; run `dvc repro` to log a model, "

@@ -28,7 +28,9 @@ def load_preset(name: str) -> dict[str, Any]:
 
     path = PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
-        raise PipelineError(f"preset '{name}' not found in {PRESETS_DIR}; choose one of {', '.join(available())}")
+        raise PipelineError(
+            f"preset '{name}' not found in {PRESETS_DIR}; choose one of {', '.join(available())}"
+        )
     overrides = yaml.safe_load(path.read_text()) or {}
     parse_params(apply_overrides(yaml.safe_load(config.PARAMS_FILE.read_text()), overrides), path)
     return overrides

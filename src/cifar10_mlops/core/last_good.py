@@ -86,9 +86,7 @@ def _restore_file(target: Path, md5: str, cache, root: Path, rel_path: str) -> b
 def _restore_dir(target: Path, manifest: list[dict], cache) -> bool:
     wanted = {entry["relpath"]: entry["md5"] for entry in manifest}
     if target.is_dir():
-        present = {
-            str(path.relative_to(target)) for path in target.rglob("*") if path.is_file()
-        }
+        present = {str(path.relative_to(target)) for path in target.rglob("*") if path.is_file()}
         if present == set(wanted) and all(_md5(target / rel) == md5 for rel, md5 in wanted.items()):
             return False
     staging = target.with_name(f".{target.name}.restore")

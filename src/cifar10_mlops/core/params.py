@@ -195,7 +195,9 @@ def load_params(path: Path) -> Params:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PipelineError(f"{path}: params file not found; run from the repository root") from None
+        raise PipelineError(
+            f"{path}: params file not found; run from the repository root"
+        ) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -76,7 +76,9 @@ def stage_local_files(path: str | None, staging: Path) -> None:
     trainLabels.csv, the Kaggle cifar-10.zip, or the official cifar-10-binary.tar.gz (the
     archives given as a file or a directory holding one). Local files carry no checksum."""
     if not path:
-        raise PipelineError("params.yaml: data.source is 'local' but data.path is empty; set data.path")
+        raise PipelineError(
+            "params.yaml: data.source is 'local' but data.path is empty; set data.path"
+        )
     source = Path(path).expanduser()
     if not source.exists():
         raise PipelineError(f"params.yaml: data.path '{source}' does not exist; fix data.path")

@@ -15,7 +15,6 @@ from cifar10_mlops.core.errors import PipelineError
 MAX_MEMBERS = 200_000
 
 
-
 def check_member_name(archive: Path, name: str) -> PurePosixPath:
     """Reject names that could escape the target directory; return the normalised name."""
     if not name or "\x00" in name or "\\" in name:
@@ -26,4 +25,3 @@ def check_member_name(archive: Path, name: str) -> PurePosixPath:
     if ".." in path.parts:
         raise PipelineError(f"{archive}: member '{name}' climbs out with '..'; refusing to extract")
     return path
-

@@ -27,11 +27,12 @@ class LabelledImages:
     class_names: tuple[str, ...] = CLASS_NAMES
 
 
-
 def subset(data: LabelledImages, index: np.ndarray) -> LabelledImages:
     """The rows `index` of `data`, copied out."""
     return LabelledImages(
-        images=data.images[index], labels=data.labels[index], ids=data.ids[index],
+        images=data.images[index],
+        labels=data.labels[index],
+        ids=data.ids[index],
         class_names=data.class_names,
     )
 
@@ -117,7 +118,9 @@ def load_npz(path: Path) -> LabelledImages:
             raise ValueError("not an npz archive")
         with npz:
             return LabelledImages(
-                images=npz["images"], labels=npz["labels"], ids=npz["ids"],
+                images=npz["images"],
+                labels=npz["labels"],
+                ids=npz["ids"],
                 class_names=tuple(str(name) for name in npz["class_names"]),
             )
     except FileNotFoundError:
@@ -125,4 +128,3 @@ def load_npz(path: Path) -> LabelledImages:
     # EOFError: an empty file; BadZipFile: a truncated npz; zlib.error: a corrupt member.
     except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise PipelineError(f"{path}: unreadable ({exc}); run `dvc repro -f preprocess`") from None
-

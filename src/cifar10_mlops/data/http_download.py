@@ -134,7 +134,9 @@ class _Download:
         except (http.client.HTTPException, OSError, ValueError) as exc:
             raise self._unreachable_error(exc) from None
 
-    def _expected_range(self, response: http.client.HTTPResponse, offset: int) -> tuple[int, int | None]:
+    def _expected_range(
+        self, response: http.client.HTTPResponse, offset: int
+    ) -> tuple[int, int | None]:
         """(first byte this response carries, total file size or None when unknown)."""
         header = response.headers.get("Content-Length")
         length = int(header) if header and header.isdigit() else None
@@ -163,7 +165,10 @@ class _Download:
         received = start
         try:
             self.part.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.part, "ab" if start else "wb") as sink, self._progress(total, start) as bar:
+            with (
+                open(self.part, "ab" if start else "wb") as sink,
+                self._progress(total, start) as bar,
+            ):
                 while chunk := self._read_chunk(response, received, total):
                     sink.write(chunk)
                     digest.update(chunk)
@@ -183,7 +188,9 @@ class _Download:
             )
         return digest
 
-    def _read_chunk(self, response: http.client.HTTPResponse, received: int, total: int | None) -> bytes:
+    def _read_chunk(
+        self, response: http.client.HTTPResponse, received: int, total: int | None
+    ) -> bytes:
         if time.monotonic() > self.deadline:
             raise self._timeout_error(received, total)
         try:
@@ -201,8 +208,14 @@ class _Download:
 
     def _progress(self, total: int | None, start: int) -> tqdm:
         return tqdm(
-            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=self.target.name, file=sys.stderr, disable=not sys.stderr.isatty(),
+            total=total,
+            initial=start,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=self.target.name,
+            file=sys.stderr,
+            disable=not sys.stderr.isatty(),
         )
 
     def _accept(self, actual_md5: str) -> None:
@@ -246,11 +259,13 @@ class _Download:
             why = reason.strerror or type(reason).__name__
         else:
             why = str(reason) or type(reason).__name__
-        return PipelineError(_one_line(
-            f"{self.url}: cannot reach {self.host} ({why}); check the network connection, or "
-            "download the archive another way and use data.source: local with data.path "
-            "pointing at it"
-        ))
+        return PipelineError(
+            _one_line(
+                f"{self.url}: cannot reach {self.host} ({why}); check the network connection, or "
+                "download the archive another way and use data.source: local with data.path "
+                "pointing at it"
+            )
+        )
 
     def _timeout_error(self, received: int, total: int | None) -> PipelineError:
         if received:

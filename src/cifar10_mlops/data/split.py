@@ -62,7 +62,9 @@ def _stratified_indices(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+def _approximate_mode(
+    class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState
+) -> np.ndarray:
     """sklearn.utils.extmath._approximate_mode (scikit-learn 1.9, BSD-3-Clause), unchanged:
     how many of `n_draws` each class gets, proportional to `class_counts`; the rounding
     remainders go to the largest fractions, ties broken by `rng`."""
@@ -82,4 +84,3 @@ def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.Ran
             if need_to_add == 0:
                 break
     return floored.astype(int)
-

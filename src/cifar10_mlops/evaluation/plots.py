@@ -97,23 +97,27 @@ def plot_confusion_matrix(
 
     # Annotating 10x10 cells is cheap; for very many classes the text would be unreadable.
     if n_classes <= 30:
-        font_size = 9 if n_classes <= 12 else 6
-        for row in range(n_classes):
-            for col in range(n_classes):
-                value = values[row, col]
-                # White text on dark cells, dark text on light ones.
-                colour = "white" if value > 0.5 * vmax else "black"
-                ax.text(
-                    col,
-                    row,
-                    cell_format.format(value),
-                    ha="center",
-                    va="center",
-                    color=colour,
-                    fontsize=font_size,
-                )
+        _annotate_cells(ax, values, cell_format, vmax)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _annotate_cells(ax: Any, values: np.ndarray, cell_format: str, vmax: float) -> None:
+    font_size = 9 if len(values) <= 12 else 6
+    for row in range(len(values)):
+        for col in range(len(values)):
+            value = values[row, col]
+            # White text on dark cells, dark text on light ones.
+            colour = "white" if value > 0.5 * vmax else "black"
+            ax.text(
+                col,
+                row,
+                cell_format.format(value),
+                ha="center",
+                va="center",
+                color=colour,
+                fontsize=font_size,
+            )
 
 
 # --------------------------------------------------------------------------- training curves
@@ -265,22 +269,7 @@ def plot_misclassified(
     pixels = np.asarray(images)
     actual = np.asarray(y_true).reshape(-1).astype(np.int64)
     predicted = np.asarray(y_pred).reshape(-1).astype(np.int64)
-    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
-        raise PipelineError(
-            f"images must be uint8 (N, H, W, 3) raw pixels, got {pixels.dtype} {pixels.shape}; "
-            "pass the test images before preprocessing"
-        )
-    if not pixels.shape[0] == actual.shape[0] == predicted.shape[0]:
-        raise PipelineError(
-            f"images ({pixels.shape[0]}), y_true ({actual.shape[0]}) and y_pred "
-            f"({predicted.shape[0]}) must have the same length"
-        )
-    if max_images < 1:
-        raise PipelineError(f"max_images must be at least 1, got {max_images}")
-    n_classes = len(class_names)
-    for what, labels in (("y_true", actual), ("y_pred", predicted)):
-        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-            raise PipelineError(f"{what} has labels outside 0..{n_classes - 1}")
+    _check_misclassified_inputs(pixels, actual, predicted, len(class_names), max_images)
 
     confidence = None if confidences is None else _confidence_per_sample(confidences, predicted)
     wrong = np.flatnonzero(actual != predicted)
@@ -296,8 +285,44 @@ def plot_misclassified(
         ax.axis("off")
         return _save(fig, path)
 
-    n_cols = math.ceil(math.sqrt(shown.size))
-    n_rows = math.ceil(shown.size / n_cols)
+    titles = []
+    for index in shown.tolist():
+        title = f"{class_names[actual[index]]} {ARROW} {class_names[predicted[index]]}"
+        if confidence is not None:
+            title += f" ({confidence[index]:.2f})"
+        titles.append(title)
+    fig = _image_grid(pixels[shown], titles)
+    fig.suptitle(
+        f"Misclassified: showing {shown.size} of {wrong.size} ({actual.shape[0]} images)",
+        fontsize=10,
+    )
+    return _save(fig, path)
+
+
+def _check_misclassified_inputs(
+    pixels: np.ndarray, actual: np.ndarray, predicted: np.ndarray, n_classes: int, max_images: int
+) -> None:
+    if pixels.dtype != np.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise PipelineError(
+            f"images must be uint8 (N, H, W, 3) raw pixels, got {pixels.dtype} {pixels.shape}; "
+            "pass the test images before preprocessing"
+        )
+    if not pixels.shape[0] == actual.shape[0] == predicted.shape[0]:
+        raise PipelineError(
+            f"images ({pixels.shape[0]}), y_true ({actual.shape[0]}) and y_pred "
+            f"({predicted.shape[0]}) must have the same length"
+        )
+    if max_images < 1:
+        raise PipelineError(f"max_images must be at least 1, got {max_images}")
+    for what, labels in (("y_true", actual), ("y_pred", predicted)):
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise PipelineError(f"{what} has labels outside 0..{n_classes - 1}")
+
+
+def _image_grid(pixels: np.ndarray, titles: list[str]) -> Any:
+    """A near-square grid of the images, each under its title; the top left for a suptitle."""
+    n_cols = math.ceil(math.sqrt(len(titles)))
+    n_rows = math.ceil(len(titles) / n_cols)
     # At least 4 in wide so the overall title fits even over a single image.
     width, height = max(1.8 * n_cols, 4.0), 1.8 * n_rows + 0.7
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
@@ -307,15 +332,8 @@ def plot_misclassified(
     )
     for ax in axes.flat:
         ax.axis("off")
-    for ax, index in zip(axes.flat, shown.tolist(), strict=False):
+    for ax, image, title in zip(axes.flat, pixels, titles, strict=False):
         # "nearest": 32x32 images blurred by interpolation hide exactly what went wrong.
-        ax.imshow(pixels[index], interpolation="nearest")
-        title = f"{class_names[actual[index]]} {ARROW} {class_names[predicted[index]]}"
-        if confidence is not None:
-            title += f" ({confidence[index]:.2f})"
+        ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=7)
-    fig.suptitle(
-        f"Misclassified: showing {shown.size} of {wrong.size} ({actual.shape[0]} images)",
-        fontsize=10,
-    )
-    return _save(fig, path)
+    return fig

@@ -39,7 +39,9 @@ def evaluate_model(
         "misclassified_png": plots_dir / "misclassified.png",
     }
     metrics.write_metrics_json(result, files["metrics"])
-    metrics.write_confusion_csv(test.labels, result.predictions, test.class_names, files["confusion"])
+    metrics.write_confusion_csv(
+        test.labels, result.predictions, test.class_names, files["confusion"]
+    )
     metrics.write_per_class_csv(result, files["per_class"])
     plots.plot_confusion_matrix(result.confusion, test.class_names, files["confusion_png"])
     history = history_csv or reports_dir / config.HISTORY_CSV.name
@@ -49,8 +51,12 @@ def evaluate_model(
         files.pop("curves_png")
     if params.misclassified_grid > 0:
         plots.plot_misclassified(
-            test.images, test.labels, result.predictions, test.class_names,
-            files["misclassified_png"], max_images=params.misclassified_grid,
+            test.images,
+            test.labels,
+            result.predictions,
+            test.class_names,
+            files["misclassified_png"],
+            max_images=params.misclassified_grid,
             confidences=np.max(probabilities, axis=1),
         )
     else:

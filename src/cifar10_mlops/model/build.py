@@ -123,7 +123,9 @@ def _head(features, params: ModelParams, num_classes: int):
     else:  # residual_sepconv: the VGG16 seed's residual separable-conv block before pooling
         filters = params.dense_units
         shortcut = layers.Conv2D(filters, 1, padding="same", name="res_shortcut")(features)
-        x = layers.SeparableConv2D(filters, 3, padding="same", activation="relu", name="res_sep1")(features)
+        x = layers.SeparableConv2D(filters, 3, padding="same", activation="relu", name="res_sep1")(
+            features
+        )
         x = layers.BatchNormalization(name="res_bn1")(x)
         x = layers.SeparableConv2D(filters, 3, padding="same", name="res_sep2")(x)
         x = layers.BatchNormalization(name="res_bn2")(x)
@@ -164,4 +166,6 @@ def load_model(path: Path) -> keras.Model:
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:
-        raise PipelineError(f"{path}: cannot load the model ({type(exc).__name__}); retrain it") from None
+        raise PipelineError(
+            f"{path}: cannot load the model ({type(exc).__name__}); retrain it"
+        ) from None

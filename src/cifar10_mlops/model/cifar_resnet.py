@@ -16,8 +16,13 @@ layers = keras.layers
 
 def _conv_bn(x, filters: int, stride: int, name: str, relu: bool = True):
     x = layers.Conv2D(
-        filters, 3, strides=stride, padding="same", use_bias=False,
-        kernel_initializer="he_normal", name=f"{name}_conv",
+        filters,
+        3,
+        strides=stride,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv",
     )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
@@ -28,7 +33,11 @@ def _basic_block(x, filters: int, stride: int, name: str):
     if stride != 1 or x.shape[-1] != filters:
         # A 1x1 projection where the shape changes (option B of the paper).
         shortcut = layers.Conv2D(
-            filters, 1, strides=stride, use_bias=False, kernel_initializer="he_normal",
+            filters,
+            1,
+            strides=stride,
+            use_bias=False,
+            kernel_initializer="he_normal",
             name=f"{name}_proj_conv",
         )(x)
         shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
@@ -38,7 +47,9 @@ def _basic_block(x, filters: int, stride: int, name: str):
     return layers.Activation("relu", name=f"{name}_out")(x)
 
 
-def cifar_resnet(input_shape: tuple[int, int, int], depth: int = 20, width: int = 16) -> keras.Model:
+def cifar_resnet(
+    input_shape: tuple[int, int, int], depth: int = 20, width: int = 16
+) -> keras.Model:
     """Feature extractor (no pooling, no classifier), like keras.applications' include_top=False."""
     blocks = (depth - 2) // 6
     inputs = keras.Input(shape=input_shape, name="features_input")

@@ -21,4 +21,3 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         # Only inside the pipeline's run: never let MLflow start a stray run of its own.
         if metrics and mlflow.active_run() is not None:
             mlflow.log_metrics(metrics, step=epoch)
-

@@ -50,4 +50,3 @@ def run_lifecycle() -> Iterator[None]:
             end_run("FAILED")
             raise
     end_run("FINISHED")
-

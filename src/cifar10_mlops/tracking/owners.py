@@ -24,7 +24,6 @@ PID_START_TAG = "cifar10_mlops.pid_start"
 KILLED_REASON_TAG = "cifar10_mlops.killed_reason"
 
 
-
 def _proc_stat(pid: int) -> list[str] | None:
     """Linux /proc/<pid>/stat fields from field 3 (state) on; None where there is no /proc."""
     try:
@@ -90,4 +89,3 @@ def mark_orphaned_runs_killed(mlflow_client, experiment_id: str) -> list[str]:
         ids = ", ".join(run.info.run_id for run in orphans)
         print(f"mlflow: marked KILLED (their process had died): {ids}")
     return [run.info.run_id for run in orphans]
-

@@ -18,7 +18,10 @@ def git_commit(root: Path) -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -45,4 +48,3 @@ def training_digest(params: Params, data_version_tag: str) -> str:
     }
     text = json.dumps(material, sort_keys=True)
     return f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
-

@@ -45,7 +45,6 @@ ATTEMPTS_TAG = "cifar10_mlops.attempts"
 DIGEST_TAG = "cifar10_mlops.params_digest"
 
 
-
 def _state_path(state_path: Path | None) -> Path:
     return Path(state_path) if state_path else config.TRAINING_STATE_DIR / STATE_FILE
 
@@ -136,8 +135,12 @@ def start_pipeline_run(
     uri = redact_credentials(tracking_uri())
     atomic_write_json(
         run_info_path,
-        {"run_id": run_id, "experiment_id": experiment_id,
-         "experiment": params.mlflow.experiment, "tracking_uri": uri},
+        {
+            "run_id": run_id,
+            "experiment_id": experiment_id,
+            "experiment": params.mlflow.experiment,
+            "tracking_uri": uri,
+        },
     )
     atomic_write_json(
         state_file,
@@ -206,4 +209,3 @@ def log_final_results(
         if Path(path).is_file():
             mlflow.log_artifact(str(path), artifact_path="reports")
     return log_classifier(Path(model_file), MODEL_ARTIFACT, input_example=example_images)
-

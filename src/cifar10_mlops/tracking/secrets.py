@@ -12,7 +12,6 @@ from cifar10_mlops.core.params import Params, flatten
 _URL_USERINFO = re.compile(r"\b(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
 
 
-
 def redact_credentials(text: str) -> str:
     """`https://user:pass@host/x` -> `https://***@host/x`, anywhere in `text`. The user name
     goes too: in token URLs (`https://<token>@host`) it is the secret."""
@@ -29,4 +28,3 @@ def loggable_params(params: Params) -> dict[str, Any]:
         return redact_credentials(value) if isinstance(value, str) else value
 
     return {key: text(value) for key, value in flatten(params).items()}
-

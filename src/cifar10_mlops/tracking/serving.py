@@ -97,7 +97,9 @@ def _to_array(model_input) -> np.ndarray:
             return np.stack(cells) if cells else np.empty((0,))
         flat = model_input.to_numpy()  # 3072 pixel columns, row-major like IMAGE_SHAPE
         if flat.shape[1] != int(np.prod(IMAGE_SHAPE)):
-            raise _bad_input(f"a DataFrame needs 1 image column or 3072 pixel columns, got {flat.shape[1]}")
+            raise _bad_input(
+                f"a DataFrame needs 1 image column or 3072 pixel columns, got {flat.shape[1]}"
+            )
         return flat.reshape((-1, *IMAGE_SHAPE))
     try:
         return np.asarray(model_input)
@@ -125,10 +127,12 @@ def probabilities_frame(probabilities: np.ndarray) -> pd.DataFrame:
     """(N, 10) class probabilities -> the output DataFrame (columns OUTPUT_COLUMNS)."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     best = probabilities.argmax(axis=1)
-    frame = pd.DataFrame({
-        "label": [CLASS_NAMES[index] for index in best],
-        "confidence": probabilities[np.arange(len(best)), best],
-    })
+    frame = pd.DataFrame(
+        {
+            "label": [CLASS_NAMES[index] for index in best],
+            "confidence": probabilities[np.arange(len(best)), best],
+        }
+    )
     for column, values in zip(PROBABILITY_COLUMNS, probabilities.T, strict=True):
         frame[column] = values
     return frame
@@ -136,11 +140,13 @@ def probabilities_frame(probabilities: np.ndarray) -> pd.DataFrame:
 
 def signature() -> ModelSignature:
     inputs = Schema([TensorSpec(np.dtype(np.uint8), (-1, *IMAGE_SHAPE))])
-    outputs = Schema([
-        ColSpec("string", "label"),
-        ColSpec("double", "confidence"),
-        *(ColSpec("double", column) for column in PROBABILITY_COLUMNS),
-    ])
+    outputs = Schema(
+        [
+            ColSpec("string", "label"),
+            ColSpec("double", "confidence"),
+            *(ColSpec("double", column) for column in PROBABILITY_COLUMNS),
+        ]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
@@ -189,7 +195,9 @@ def log_classifier(
         # Never let MLflow start a stray run of its own.
         raise RuntimeError("log_classifier needs an active MLflow run (inside mlflow.start_run())")
     with tempfile.TemporaryDirectory() as scratch:
-        kwargs = _model_kwargs(keras_model_file, Path(scratch) / "cifar10_classifier.py", input_example)
+        kwargs = _model_kwargs(
+            keras_model_file, Path(scratch) / "cifar10_classifier.py", input_example
+        )
         return mlflow.pyfunc.log_model(name=artifact_path, **kwargs)
 
 
@@ -199,6 +207,8 @@ def save_classifier(
     """Write the pyfunc classifier to a local directory, e.g. for `mlflow models serve -m DIR`
     or `cifar10-mlops predict --model DIR`. `path` must not exist or be empty."""
     with tempfile.TemporaryDirectory() as scratch:
-        kwargs = _model_kwargs(keras_model_file, Path(scratch) / "cifar10_classifier.py", input_example)
+        kwargs = _model_kwargs(
+            keras_model_file, Path(scratch) / "cifar10_classifier.py", input_example
+        )
         mlflow.pyfunc.save_model(str(path), **kwargs)
     return Path(path)

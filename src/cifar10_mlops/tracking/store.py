@@ -18,7 +18,6 @@ DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 
 
-
 def tracking_root() -> Path:
     """The repository that owns the MLflow store.
 
@@ -58,7 +57,7 @@ def _sqlite_db_path(uri: str) -> Path | None:
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
         return None
-    path = uri[len(prefix):].split("?", 1)[0]
+    path = uri[len(prefix) :].split("?", 1)[0]
     return Path(path).resolve() if path and path != ":memory:" else None
 
 
@@ -76,4 +75,3 @@ def experiment_id(mlflow, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     return mlflow.create_experiment(name, artifact_location=artifact_location())
-

@@ -83,14 +83,7 @@ def train_model(
     rows = state.history_rows()
     scores = [float(row[monitor]) for row in rows]
     best_epoch = int(np.argmax(scores) if monitor.endswith("accuracy") else np.argmin(scores))
-    model.load_weights(state.best_weights)
-    # An uncompiled float32 view of the same layers: no optimizer state (which would triple
-    # the file), and it predicts the same on any machine.
-    with atomic_path(model_path) as tmp:
-        keras.Model(model.inputs, model.outputs, name=model.name).save(tmp)
-    with atomic_path(history_path) as tmp:
-        shutil.copyfile(state.history_csv, tmp)
-    state.finish()
+    _save_best_epoch(model, state, model_path, history_path)
     return TrainingOutcome(
         model=model,
         epochs_run=len(rows),
@@ -101,6 +94,20 @@ def train_model(
     )
 
 
+def _save_best_epoch(
+    model: keras.Model, state: TrainingState, model_path: Path, history_path: Path
+) -> None:
+    """Write the best epoch's model and the whole history; the backups are then done with."""
+    model.load_weights(state.best_weights)
+    # An uncompiled float32 view of the same layers: no optimizer state (which would triple
+    # the file), and it predicts the same on any machine.
+    with atomic_path(model_path) as tmp:
+        keras.Model(model.inputs, model.outputs, name=model.name).save(tmp)
+    with atomic_path(history_path) as tmp:
+        shutil.copyfile(state.history_csv, tmp)
+    state.finish()
+
+
 def _callbacks(cfg: TrainParams, monitor: str, state: TrainingState) -> list:
     mode = "max" if monitor.endswith("accuracy") else "min"
     callbacks = [
@@ -108,16 +115,19 @@ def _callbacks(cfg: TrainParams, monitor: str, state: TrainingState) -> list:
         keras.callbacks.CSVLogger(str(state.history_csv), append=True),
     ]
     if cfg.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, mode=mode, factor=0.5, patience=cfg.reduce_lr_patience, min_lr=1e-6
-        ))
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, mode=mode, factor=0.5, patience=cfg.reduce_lr_patience, min_lr=1e-6
+            )
+        )
     if cfg.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, mode=mode, patience=cfg.early_stopping_patience
-        ))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode=mode, patience=cfg.early_stopping_patience
+            )
+        )
     # Last at each epoch's end: the backup takes the history row just written, and the
     # caller's callbacks (MLflow) see only a backed-up epoch, so an epoch redone after a kill
     # is not logged twice.
     callbacks.append(EpochBackup(state, monitor, mode))
     return callbacks
-

@@ -22,7 +22,9 @@ def make_dataset(
 
     dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
     if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(data.labels), seed=shuffle_seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(
+            len(data.labels), seed=shuffle_seed, reshuffle_each_iteration=True
+        )
     if augment:
         dataset = dataset.map(
             _augmenter(crop_padding, seed=shuffle_seed or 0), num_parallel_calls=tf.data.AUTOTUNE
@@ -40,4 +42,3 @@ def _augmenter(padding: int, seed: int):
         return tf.image.random_flip_left_right(image, seed=seed + 1), label
 
     return augment
-

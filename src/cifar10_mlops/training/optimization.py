@@ -14,7 +14,6 @@ OPTIMIZERS = {
 }
 
 
-
 def compile_model(model: keras.Model, train: TrainParams, jit_compile: bool = False) -> None:
     # Sparse categorical cross-entropy and true multi-class accuracy: binary cross-entropy on
     # ten classes would report ~90% "accuracy" for a model that predicts nothing. Keras'
@@ -34,8 +33,9 @@ def _smoothed_sparse_crossentropy(smoothing: float, num_classes: int):
     dense = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
 
     def loss(labels, probabilities):
-        one_hot = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(labels, "int32"), [-1]), num_classes)
+        one_hot = keras.ops.one_hot(
+            keras.ops.reshape(keras.ops.cast(labels, "int32"), [-1]), num_classes
+        )
         return dense(one_hot, probabilities)
 
     return loss
-

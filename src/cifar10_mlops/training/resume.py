@@ -143,4 +143,3 @@ class TrainingState:
 def _complete_row(row: dict) -> bool:
     # A short line leaves values None, a long one a None key; the epoch must be a number.
     return None not in row and None not in row.values() and str(row.get("epoch")).isdigit()
-

@@ -40,4 +40,3 @@ def seed_everything(cfg: TrainParams) -> None:
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-

@@ -20,4 +20,3 @@ def learning_rate_at(epoch: int, train: TrainParams, current: float) -> float:
     if train.lr_schedule == "constant" or epoch == train.warmup_epochs:
         return peak
     return current
-

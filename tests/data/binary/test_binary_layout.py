@@ -57,9 +57,12 @@ def run_stage(root: Path, script: str) -> subprocess.CompletedProcess:
     env["CIFAR10_MLOPS_ROOT"] = str(root)
     return subprocess.run(
         [sys.executable, str(REPO / "src" / "stages" / script)],
-        cwd=root, env=env, capture_output=True, text=True, timeout=120,
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-
 
 
 # --- parsing: the record layout ---------------------------------------------------------------
@@ -86,7 +89,9 @@ def test_record_layout_round_trips_to_the_exact_hwc_image(tmp_path):
 
 
 def test_ids_run_over_the_data_batches_and_test_ids_follow(tmp_path):
-    batches = write_batches_dir(tmp_path, official_members(data_batches=3, per_batch=30, test_count=30))
+    batches = write_batches_dir(
+        tmp_path, official_members(data_batches=3, per_batch=30, test_count=30)
+    )
     train, test = load_binary_batches(batches, official_test=True, test_size=0.2, seed=0)
     assert train.ids.tolist() == list(range(1, 91))
     assert test.ids.tolist() == list(range(91, 121))
@@ -97,7 +102,9 @@ def test_ids_run_over_the_data_batches_and_test_ids_follow(tmp_path):
 
 
 def test_without_official_test_the_data_batches_are_split_and_test_batch_unused(tmp_path):
-    batches = write_batches_dir(tmp_path, official_members(data_batches=3, per_batch=30, test_count=30))
+    batches = write_batches_dir(
+        tmp_path, official_members(data_batches=3, per_batch=30, test_count=30)
+    )
     train, test = load_binary_batches(batches, official_test=False, test_size=0.2, seed=1)
     assert len(test.ids) == 18 and len(train.ids) == 72
     assert sorted(train.ids.tolist() + test.ids.tolist()) == list(range(1, 91))
@@ -109,7 +116,9 @@ def test_without_official_test_the_data_batches_are_split_and_test_batch_unused(
 
 
 def test_fewer_batches_than_the_full_set_are_valid(tmp_path):
-    batches = write_batches_dir(tmp_path, official_members(data_batches=1, per_batch=40, test_count=10))
+    batches = write_batches_dir(
+        tmp_path, official_members(data_batches=1, per_batch=40, test_count=10)
+    )
     train, test = load_binary_batches(batches, official_test=True, test_size=0.2, seed=0)
     assert len(train.ids) == 40 and test.ids.tolist() == list(range(41, 51))
 
@@ -134,7 +143,9 @@ def test_label_out_of_range_names_the_file_and_record(tmp_path):
     assert str(batch) in message and "record 7" in message and "label 10" in message
 
 
-@pytest.mark.parametrize("size", [0, RECORD_BYTES - 1, 2 * RECORD_BYTES + 5, FULL_BATCH_BYTES + RECORD_BYTES])
+@pytest.mark.parametrize(
+    "size", [0, RECORD_BYTES - 1, 2 * RECORD_BYTES + 5, FULL_BATCH_BYTES + RECORD_BYTES]
+)
 def test_batch_size_must_be_whole_records(tmp_path, size):
     batch = tmp_path / "data_batch_1.bin"
     batch.write_bytes(bytes(size))
@@ -227,21 +238,42 @@ HOSTILE = {
     "absolute": (_valid_plus(file_entry("/tmp/evil.bin", b"x")), "absolute"),
     "symlink": (_valid_plus(link_entry(f"{BATCHES_DIR}/data_batch_4.bin", "/etc/passwd")), "link"),
     "hardlink": (
-        _valid_plus(link_entry(f"{BATCHES_DIR}/data_batch_4.bin", f"{BATCHES_DIR}/data_batch_1.bin", hard=True)),
+        _valid_plus(
+            link_entry(
+                f"{BATCHES_DIR}/data_batch_4.bin", f"{BATCHES_DIR}/data_batch_1.bin", hard=True
+            )
+        ),
         "link",
     ),
-    "char-device": (_valid_plus(special_entry(f"{BATCHES_DIR}/data_batch_4.bin", tarfile.CHRTYPE)), "device"),
-    "fifo": (_valid_plus(special_entry(f"{BATCHES_DIR}/data_batch_4.bin", tarfile.FIFOTYPE)), "fifo"),
-    "unexpected-file": (_valid_plus(file_entry(f"{BATCHES_DIR}/run.sh", b"#!/bin/sh\n")), "unexpected member"),
-    "unexpected-top-level": (_valid_plus(file_entry("data_batch_4.bin", make_batch(1, 1))), "unexpected member"),
+    "char-device": (
+        _valid_plus(special_entry(f"{BATCHES_DIR}/data_batch_4.bin", tarfile.CHRTYPE)),
+        "device",
+    ),
+    "fifo": (
+        _valid_plus(special_entry(f"{BATCHES_DIR}/data_batch_4.bin", tarfile.FIFOTYPE)),
+        "fifo",
+    ),
+    "unexpected-file": (
+        _valid_plus(file_entry(f"{BATCHES_DIR}/run.sh", b"#!/bin/sh\n")),
+        "unexpected member",
+    ),
+    "unexpected-top-level": (
+        _valid_plus(file_entry("data_batch_4.bin", make_batch(1, 1))),
+        "unexpected member",
+    ),
     "unexpected-dir": (_valid_plus(dir_entry("other")), "unexpected directory"),
     "oversized-batch": (
-        _valid_plus(file_entry(f"{BATCHES_DIR}/data_batch_4.bin", bytes(FULL_BATCH_BYTES + RECORD_BYTES))),
+        _valid_plus(
+            file_entry(f"{BATCHES_DIR}/data_batch_4.bin", bytes(FULL_BATCH_BYTES + RECORD_BYTES))
+        ),
         "above the cap",
     ),
     "oversized-meta": (
-        [dir_entry(BATCHES_DIR), file_entry(f"{BATCHES_DIR}/data_batch_1.bin", make_batch(1, 2)),
-         file_entry(f"{BATCHES_DIR}/batches.meta.txt", b"x" * 100_000)],
+        [
+            dir_entry(BATCHES_DIR),
+            file_entry(f"{BATCHES_DIR}/data_batch_1.bin", make_batch(1, 2)),
+            file_entry(f"{BATCHES_DIR}/batches.meta.txt", b"x" * 100_000),
+        ],
         "above the cap",
     ),
     "partial-record": (
@@ -249,7 +281,10 @@ HOSTILE = {
         "multiple",
     ),
     "empty-batch": (_valid_plus(file_entry(f"{BATCHES_DIR}/data_batch_4.bin", b"")), "multiple"),
-    "duplicate": (_valid_plus(file_entry(f"{BATCHES_DIR}/data_batch_1.bin", make_batch(1, 1))), "twice"),
+    "duplicate": (
+        _valid_plus(file_entry(f"{BATCHES_DIR}/data_batch_1.bin", make_batch(1, 1))),
+        "twice",
+    ),
 }
 
 
@@ -276,7 +311,9 @@ def test_too_many_members_are_refused(tmp_path):
     archive = write_tar_gz(tmp_path / "a.tar.gz", entries)
     with pytest.raises(PipelineError) as info:
         extract_binary_tar(archive, tmp_path / "out")
-    assert str(archive) in one_line(info) and f"more than {MAX_TAR_MEMBERS} members" in str(info.value)
+    assert str(archive) in one_line(info) and f"more than {MAX_TAR_MEMBERS} members" in str(
+        info.value
+    )
 
 
 def _corrupt(path: Path) -> None:
@@ -298,7 +335,9 @@ def _zero_bytes(path: Path) -> None:
     path.write_bytes(b"")
 
 
-@pytest.mark.parametrize("damage", [_corrupt, _truncate, _html, _zero_bytes], ids=lambda f: f.__name__[1:])
+@pytest.mark.parametrize(
+    "damage", [_corrupt, _truncate, _html, _zero_bytes], ids=lambda f: f.__name__[1:]
+)
 def test_unreadable_archives_say_download_again(tmp_path, damage):
     archive = write_official_archive(tmp_path / "cifar-10-binary.tar.gz")
     damage(archive)
@@ -319,7 +358,10 @@ def test_an_empty_tar_is_refused(tmp_path):
 
 
 def test_an_archive_without_data_batches_is_refused(tmp_path):
-    entries = [dir_entry(BATCHES_DIR), file_entry(f"{BATCHES_DIR}/test_batch.bin", make_batch(1, 3))]
+    entries = [
+        dir_entry(BATCHES_DIR),
+        file_entry(f"{BATCHES_DIR}/test_batch.bin", make_batch(1, 3)),
+    ]
     archive = write_tar_gz(tmp_path / "cifar-10-binary.tar.gz", entries)
     with pytest.raises(PipelineError) as info:
         extract_binary_tar(archive, tmp_path / "out")
@@ -369,7 +411,9 @@ def test_local_bad_archive_leaves_the_previous_raw_intact(tmp_path, raw_dir, pre
     assert sorted(p.name for p in raw_dir.parent.iterdir()) == ["raw"]
 
 
-def test_local_binary_archive_with_a_bad_label_fails_in_the_download_stage(tmp_path, raw_dir, previous_raw):
+def test_local_binary_archive_with_a_bad_label_fails_in_the_download_stage(
+    tmp_path, raw_dir, previous_raw
+):
     members = official_members()
     batch = bytearray(members[f"{BATCHES_DIR}/data_batch_2.bin"])
     batch[3 * RECORD_BYTES] = 200
@@ -392,7 +436,9 @@ def cifar10_params(url: str, md5: str) -> DataParams:
     return DataParams(source="cifar10", cifar10={"url": url, "md5": md5, "timeout_s": 10})
 
 
-def test_cifar10_source_downloads_verifies_and_extracts(tmp_path, raw_dir, previous_raw, archive_server):
+def test_cifar10_source_downloads_verifies_and_extracts(
+    tmp_path, raw_dir, previous_raw, archive_server
+):
     archive = write_official_archive(tmp_path / "site" / "cifar-10-binary.tar.gz")
     url = archive_server.serve("/~kriz/cifar-10-binary.tar.gz", archive.read_bytes())
     downloads = tmp_path / "project" / "data" / "downloads"
@@ -411,9 +457,13 @@ def test_cifar10_source_downloads_verifies_and_extracts(tmp_path, raw_dir, previ
 
 
 @pytest.mark.parametrize("failure", ["404", "md5"])
-def test_cifar10_source_failure_leaves_the_previous_raw_intact(tmp_path, raw_dir, previous_raw, archive_server, failure):
+def test_cifar10_source_failure_leaves_the_previous_raw_intact(
+    tmp_path, raw_dir, previous_raw, archive_server, failure
+):
     archive = write_official_archive(tmp_path / "site" / "cifar-10-binary.tar.gz")
-    url = archive_server.serve("/c.tar.gz", archive.read_bytes(), "404" if failure == "404" else "ok")
+    url = archive_server.serve(
+        "/c.tar.gz", archive.read_bytes(), "404" if failure == "404" else "ok"
+    )
     md5 = "f" * 32 if failure == "md5" else md5_of(archive)
     downloads = tmp_path / "project" / "data" / "downloads"
     with pytest.raises(PipelineError) as info:

@@ -234,11 +234,19 @@ def test_load_kaggle_layout_sorts_by_id(make_train_7z, make_labels_csv):
     ("image_ids", "label_rows", "named_file", "expected"),
     [
         # image 3 has no label row: the labels file is named
-        (range(1, 6), {1: "cat", 2: "dog", 4: "cat", 5: "dog"}, "csv",
-         "no label row for image 'train/3.png'"),
+        (
+            range(1, 6),
+            {1: "cat", 2: "dog", 4: "cat", 5: "dog"},
+            "csv",
+            "no label row for image 'train/3.png'",
+        ),
         # label row 9 has no image: the archive is named
-        (range(1, 4), {1: "cat", 2: "dog", 3: "cat", 9: "frog"}, "archive",
-         "no image 'train/9.png'"),
+        (
+            range(1, 4),
+            {1: "cat", 2: "dog", 3: "cat", 9: "frog"},
+            "archive",
+            "no image 'train/9.png'",
+        ),
     ],
     ids=["image-without-label", "label-without-image"],
 )
@@ -271,7 +279,9 @@ def test_load_kaggle_layout_matches_plain_py7zr_extraction(tmp_path):
     with py7zr.SevenZipFile(tmp_path / "raw" / "train.7z") as seven:
         seven.extractall(tmp_path / "plain")
     ids = sorted(int(p.stem) for p in (tmp_path / "plain" / "train").iterdir())
-    images = np.stack([np.asarray(Image.open(tmp_path / "plain" / "train" / f"{i}.png")) for i in ids])
+    images = np.stack(
+        [np.asarray(Image.open(tmp_path / "plain" / "train" / f"{i}.png")) for i in ids]
+    )
     with open(tmp_path / "raw" / "trainLabels.csv", newline="") as file:
         label_of = {int(row["id"]): CLASS_NAMES.index(row["label"]) for row in csv.DictReader(file)}
     assert data.ids.tolist() == ids
@@ -369,7 +379,9 @@ def test_split_custom_key_in_message():
 def test_npz_round_trip(tmp_path):
     data = make_data({c: 3 for c in range(10)})
     data = LabelledImages(
-        images=data.images, labels=data.labels, ids=data.ids,
+        images=data.images,
+        labels=data.labels,
+        ids=data.ids,
         class_names=("a", "bb", "ccc", "d", "e", "f", "g", "h", "i", "jjjjjjjjjjjj"),
     )
     path = tmp_path / "processed" / "train.npz"

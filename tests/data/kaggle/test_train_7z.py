@@ -159,7 +159,8 @@ def test_path_traversal_member_is_refused(tmp_path, monkeypatch, name, png_bytes
     # Written with raw_names (py7zr's public writestr refuses '..'; see conftest._write_7z).
     work = tmp_path / "work"
     archive = write_7z(
-        work / "raw" / "train.7z", [("train/1.png", png_bytes(1)), (name, png_bytes(2))],
+        work / "raw" / "train.7z",
+        [("train/1.png", png_bytes(1)), (name, png_bytes(2))],
         raw_names=True,
     )
     with py7zr.SevenZipFile(archive) as seven:  # the hostile name really is in the archive
@@ -325,14 +326,18 @@ def test_every_codec_py7zr_reads(tmp_path, png_bytes, filters, monkeypatch):
     monkeypatch.setattr(train_7z, "_CHUNK_BYTES", 5000)  # several chunks per archive
     payloads = {i: png_bytes(i) for i in range(1, 21)}
     archive = tmp_path / "train.7z"
-    with py7zr.SevenZipFile(archive, mode="w", **({"filters": filters} if filters else {})) as seven:
+    with py7zr.SevenZipFile(
+        archive, mode="w", **({"filters": filters} if filters else {})
+    ) as seven:
         for image_id, payload in payloads.items():
             seven.writestr(payload, f"train/{image_id}.png")
     assert read_all(archive) == payloads
 
 
 def test_every_folder_of_a_non_solid_archive_is_read(tmp_path, write_7z, png_bytes):
-    archive = write_7z(tmp_path / "train.7z", [(f"train/{i}.png", png_bytes(i)) for i in range(1, 6)])
+    archive = write_7z(
+        tmp_path / "train.7z", [(f"train/{i}.png", png_bytes(i)) for i in range(1, 6)]
+    )
     with py7zr.SevenZipFile(archive, mode="a") as seven:  # append mode adds a second folder
         for i in range(6, 11):
             seven.writestr(png_bytes(i), f"train/{i}.png")
@@ -445,8 +450,12 @@ def make_zip(path: Path, members: dict[str, bytes]) -> Path:
 def test_zip_copies_only_wanted_members_flat(tmp_path):
     archive = make_zip(
         tmp_path / "in" / "cifar-10.zip",
-        {"train.7z": b"7z-bytes", "trainLabels.csv": b"id,label\n", "test.7z": b"x" * 100,
-         "sampleSubmission.csv": b"id,label\n"},
+        {
+            "train.7z": b"7z-bytes",
+            "trainLabels.csv": b"id,label\n",
+            "test.7z": b"x" * 100,
+            "sampleSubmission.csv": b"id,label\n",
+        },
     )
     target = tmp_path / "out"
     target.mkdir()
@@ -493,7 +502,7 @@ def test_zip_symlink_member_is_refused(tmp_path):
     with zipfile.ZipFile(archive, "w") as zipped:
         info = zipfile.ZipInfo("train.7z")
         info.create_system = 3  # unix
-        info.external_attr = (0o120777 << 16)  # symlink
+        info.external_attr = 0o120777 << 16  # symlink
         zipped.writestr(info, "/etc/passwd")
     target = tmp_path / "out"
     target.mkdir()

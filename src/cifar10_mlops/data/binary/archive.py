@@ -35,7 +35,6 @@ MAX_TAR_MEMBERS = len(MEMBER_CAPS) + 2
 _EXPECTED = f"expected only {BATCHES_DIR}/ with data_batch_1..5.bin, {TEST_BATCH}, batches.meta.txt"
 
 
-
 def extract_binary_tar(archive: Path, target_dir: Path) -> None:
     """Check every member of a cifar-10-binary.tar.gz, then extract it into target_dir."""
     archive = Path(archive)
@@ -83,7 +82,9 @@ def _checked_members(archive: Path, tar: tarfile.TarFile) -> list[tarfile.TarInf
         path = check_member_name(archive, member.name)
         _check_member_type(archive, member)
         if path in seen:
-            raise PipelineError(f"{archive}: member '{member.name}' appears twice; refusing the archive")
+            raise PipelineError(
+                f"{archive}: member '{member.name}' appears twice; refusing the archive"
+            )
         seen.add(path)
         if not path.parts:  # a './' entry: the target directory itself, nothing to extract
             continue
@@ -131,5 +132,3 @@ def _check_file(archive: Path, member: tarfile.TarInfo, path: PurePosixPath) -> 
             f"{archive}: member '{member.name}' is {member.size} bytes, not a positive multiple "
             f"of the {RECORD_BYTES}-byte record; the archive is corrupt, download it again"
         )
-
-

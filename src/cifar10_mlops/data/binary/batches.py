@@ -36,7 +36,6 @@ DATA_BATCHES = tuple(f"data_batch_{number}.bin" for number in range(1, 6))
 TEST_BATCH = "test_batch.bin"
 
 
-
 def is_whole_records(size: int) -> bool:
     return size > 0 and size % RECORD_BYTES == 0
 
@@ -136,4 +135,3 @@ def _check_labels(path: Path, label_bytes: np.ndarray) -> np.ndarray:
             "download it again"
         )
     return label_bytes
-

@@ -139,7 +139,13 @@ def _write_kaggle_json(path: Path, credentials: KaggleCredentials) -> None:
 
 
 def _fetch_command(competition: str, download_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "cifar10_mlops.data.kaggle.opendatasets_fetch", competition, str(download_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "cifar10_mlops.data.kaggle.opendatasets_fetch",
+        competition,
+        str(download_dir),
+    ]
 
 
 def _child_environment(workdir: Path) -> dict[str, str]:

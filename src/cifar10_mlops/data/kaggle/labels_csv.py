@@ -17,7 +17,9 @@ def read_labels_csv(path: Path) -> dict[int, int]:
     except FileNotFoundError:
         raise PipelineError(f"{path}: labels file not found; it must sit beside train.7z") from None
     except UnicodeDecodeError:
-        raise PipelineError(f"{path}: not UTF-8 text; expected a CSV with header id,label") from None
+        raise PipelineError(
+            f"{path}: not UTF-8 text; expected a CSV with header id,label"
+        ) from None
     try:
         rows = list(csv.reader(io.StringIO(text)))
     except csv.Error as exc:  # e.g. a field above csv's 128 KiB limit
@@ -33,11 +35,15 @@ def read_labels_csv(path: Path) -> dict[int, int]:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != 2:
-            raise PipelineError(f"{path}: line {line_number} has {len(row)} fields; expected id,label")
+            raise PipelineError(
+                f"{path}: line {line_number} has {len(row)} fields; expected id,label"
+            )
         raw_id, name = row[0].strip(), row[1].strip()
         # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
         if not (raw_id.isascii() and raw_id.isdigit()) or int(raw_id) < 1:
-            raise PipelineError(f"{path}: line {line_number}: id {raw_id!r} is not a positive integer")
+            raise PipelineError(
+                f"{path}: line {line_number}: id {raw_id!r} is not a positive integer"
+            )
         if name not in class_index:
             raise PipelineError(
                 f"{path}: line {line_number}: unknown class name {name!r}; "
@@ -45,9 +51,10 @@ def read_labels_csv(path: Path) -> dict[int, int]:
             )
         image_id = int(raw_id)
         if image_id in labels:
-            raise PipelineError(f"{path}: line {line_number}: duplicate id {image_id}; keep one row per image")
+            raise PipelineError(
+                f"{path}: line {line_number}: duplicate id {image_id}; keep one row per image"
+            )
         labels[image_id] = class_index[name]
     if not labels:
         raise PipelineError(f"{path}: has a header but no label rows")
     return labels
-

@@ -71,4 +71,3 @@ def _decode_members(train_7z: TrainArchive, ids: np.ndarray) -> np.ndarray:
             f"{train_7z.path}: member 'train/{lost}.png' could not be extracted; download it again"
         )
     return images
-

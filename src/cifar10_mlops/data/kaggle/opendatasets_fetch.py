@@ -30,6 +30,7 @@ EXIT_ASKED_FOR_INPUT = 5
 EXIT_ARCHIVE_ERROR = 6
 REPORT_PREFIX = "kaggle-fetch:"
 
+
 def competition_url(competition: str) -> str:
     return f"https://www.kaggle.com/competitions/{competition}"
 

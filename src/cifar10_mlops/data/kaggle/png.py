@@ -56,4 +56,3 @@ def _to_rgb(image: Image.Image, where: str) -> np.ndarray:
             "convert it to RGB or remove it"
         )
     return np.asarray(image.convert("RGB"), dtype=np.uint8)
-

@@ -31,7 +31,12 @@ T = TypeVar("T")
 # What py7zr raises on unreadable or damaged archives: its own ArchiveError family, and what
 # it lets through from file reads and its decompressors (LZMA, Deflate).
 _ARCHIVE_ERRORS = (
-    py7zr.exceptions.ArchiveError, EOFError, OSError, ValueError, lzma.LZMAError, zlib.error
+    py7zr.exceptions.ArchiveError,
+    EOFError,
+    OSError,
+    ValueError,
+    lzma.LZMAError,
+    zlib.error,
 )
 # A 32x32 RGB PNG is at most ~3.2 KB of pixels plus chunk overhead; 64 KiB is far above any
 # honest member and far below what a bomb declares.
@@ -42,8 +47,6 @@ PNG_MEMBER = re.compile(r"train/([1-9][0-9]{0,8})\.png")  # matched with fullmat
 # two threads rarely wait on each other's GIL, small enough that memory stays flat.
 _CHUNK_BYTES = 1 << 20
 _QUEUE_DEPTH = 4
-
-
 
 
 class TrainArchive:
@@ -134,7 +137,9 @@ def _checked_pngs(
         if image_id is None:  # the train/ directory
             continue
         if image_id in pngs:
-            raise PipelineError(f"{archive}: image id {image_id} appears twice; rebuild the archive")
+            raise PipelineError(
+                f"{archive}: image id {image_id} appears twice; rebuild the archive"
+            )
         pngs[image_id] = entry
     if not pngs:
         raise PipelineError(f"{archive}: holds no train/<id>.png images; the archive is empty")
@@ -316,7 +321,3 @@ def _prefetched(items: Iterator[T], depth: int) -> Generator[T, None, None]:
     finally:
         stop.set()
         worker.join()
-
-
-
-

@@ -15,7 +15,6 @@ from cifar10_mlops.data.archive_members import MAX_MEMBERS, check_member_name
 KAGGLE_ZIP_MEMBER_CAPS = {TRAIN_ARCHIVE: 2 * 1024**3, LABELS_CSV: 64 * 1024**2}
 
 
-
 def extract_zip_members(archive: Path, wanted: dict[str, int], target_dir: Path) -> None:
     """Copy the named members (name -> size cap in bytes) of a zip into target_dir, flat."""
     try:
@@ -27,7 +26,9 @@ def extract_zip_members(archive: Path, wanted: dict[str, int], target_dir: Path)
             for info in infos:
                 check_member_name(archive, info.filename)
                 if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                    raise PipelineError(f"{archive}: member '{info.filename}' is a symlink; refusing it")
+                    raise PipelineError(
+                        f"{archive}: member '{info.filename}' is a symlink; refusing it"
+                    )
                 by_name[info.filename] = info
             for name, cap in wanted.items():
                 member = by_name.get(name)
@@ -44,7 +45,9 @@ def extract_zip_members(archive: Path, wanted: dict[str, int], target_dir: Path)
                 with zipped.open(member) as source, open(target, "wb") as sink:
                     copied = _copy_capped(source, sink, cap)
                 if copied != member.file_size:
-                    raise PipelineError(f"{archive}: member '{name}' is truncated; download it again")
+                    raise PipelineError(
+                        f"{archive}: member '{name}' is truncated; download it again"
+                    )
     except zipfile.BadZipFile:
         raise PipelineError(f"{archive}: not a readable zip archive; download it again") from None
 
@@ -54,7 +57,8 @@ def _copy_capped(source, sink, cap: int) -> int:
     while chunk := source.read(1 << 20):
         copied += len(chunk)
         if copied > cap:
-            raise PipelineError(f"{getattr(source, 'name', 'member')}: larger than {cap} bytes; refusing it")
+            raise PipelineError(
+                f"{getattr(source, 'name', 'member')}: larger than {cap} bytes; refusing it"
+            )
         sink.write(chunk)
     return copied
-
