@@ -4,7 +4,7 @@ Usage:  python benchmarks/training_throughput.py [--images 2000] [--epochs 3] [-
                                                  [--repeats 1] [--variants naive,pipeline,...]
 
 Every variant trains the same ResNet50 (build_model with default ModelParams, compiled by
-training.compile_model) on the same seeded uint8 images, each in a fresh child process
+compile_model) on the same seeded uint8 images, each in a fresh child process
 (measure.py: wall time, peak RSS):
 - naive: a float32 copy scaled to 0..1 (what the seed notebooks made) -> model.fit(x, y,
   batch_size=...), into the same graph rebuilt with a float32 Input; float32, no XLA, and
@@ -12,7 +12,7 @@ training.compile_model) on the same seeded uint8 images, each in a fresh child p
   the package turns it on everywhere, see cifar10_mlops/__init__.py);
 - naive-onednn: the same plain fit with oneDNN on, which separates the kernels' share of the
   speed-up from the input pipeline's;
-- pipeline: uint8 arrays -> training.make_dataset (tf.data shuffle, on-the-fly crop + flip,
+- pipeline: uint8 arrays -> training/inputs.py's make_dataset (tf.data shuffle, on-the-fly crop + flip,
   batch, prefetch) -> the model, which casts and normalises inside itself, with what
   `train.mixed_precision: auto` and `train.jit_compile: auto` pick on this machine;
 - pipeline-bf16 / pipeline-xla / pipeline-bf16-xla: the same with mixed bfloat16 and/or XLA
@@ -162,7 +162,8 @@ def summary(runs: dict[str, list[dict]], args: argparse.Namespace) -> dict:
 def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
     from cifar10_mlops.core.params import TrainParams
     from cifar10_mlops.core.quiet_tensorflow import keras
-    from cifar10_mlops.training import fit as training  # SPLIT-MODULE
+    from cifar10_mlops.training.inputs import make_dataset
+    from cifar10_mlops.training.runtime import resolve_runtime
 
     precision, jit = VARIANTS[variant]
     train = TrainParams(
@@ -172,7 +173,7 @@ def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
             if value
         }
     )
-    runtime = training.resolve_runtime(train)
+    runtime = resolve_runtime(train)
     keras.mixed_precision.set_global_policy(runtime.mixed_precision)
     data = seeded_data(count)
     model = compiled_model(
@@ -184,7 +185,7 @@ def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
         x = data.images.astype("float32") / 255.0  # the seed notebooks' float copy
         model.fit(x, data.labels, batch_size=batch_size, **fit)
     else:
-        dataset = training.make_dataset(data, batch_size, shuffle_seed=0, augment=True)
+        dataset = make_dataset(data, batch_size, shuffle_seed=0, augment=True)
         model.fit(dataset, **fit)
     steady = min(timer.seconds[1:] or timer.seconds)
     return {
@@ -213,13 +214,13 @@ def compiled_model(float_input: bool, train, jit: bool):
     from cifar10_mlops.core.params import ModelParams
     from cifar10_mlops.core.quiet_tensorflow import keras
     from cifar10_mlops.model.build import build_model
-    from cifar10_mlops.training import fit as training  # SPLIT-MODULE
+    from cifar10_mlops.training.optimization import compile_model
 
     model = build_model(ModelParams(), num_classes=10)
     if float_input:  # clone_model rebuilds every layer of the graph on the new Input
         inputs = keras.Input(shape=IMAGE_SHAPE, dtype="float32", name="image")
         model = keras.models.clone_model(model, input_tensors=inputs)
-    training.compile_model(model, train, jit_compile=jit)
+    compile_model(model, train, jit_compile=jit)
     return model
 
 

@@ -23,7 +23,7 @@ from cifar10_mlops.core.config import LABELS_CSV, TRAIN_ARCHIVE
 from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.core.params import KaggleParams
 from cifar10_mlops.data.kaggle import competition as kaggle_source
-from cifar10_mlops.data.kaggle import opendatasets_fetch as kaggle_fetch
+from cifar10_mlops.data.kaggle import opendatasets_fetch
 from cifar10_mlops.data.kaggle.competition import fetch_competition, sha256_of
 from cifar10_mlops.data.kaggle.train_7z import list_train_7z
 from tests.helpers.kaggle import RULES_MESSAGE, KaggleStandIn, build_competition_files
@@ -258,7 +258,7 @@ def test_dns_failure_is_named(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     with pytest.raises(requests.ConnectionError) as caught:
         requests.post("http://api.kaggle.test/v1/x", timeout=5)
-    assert kaggle_fetch.network_reason(caught.value) == "DNS lookup failed"
+    assert opendatasets_fetch.network_reason(caught.value) == "DNS lookup failed"
 
 
 def test_timeout_stops_the_download(kaggle, env_credentials, staging, spawned, tmp_path):

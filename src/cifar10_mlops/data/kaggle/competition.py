@@ -28,7 +28,7 @@ from cifar10_mlops.core.config import LABELS_CSV, TRAIN_ARCHIVE
 from cifar10_mlops.core.digests import file_hash
 from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.core.params import KaggleParams
-from cifar10_mlops.data.kaggle import opendatasets_fetch as kaggle_fetch
+from cifar10_mlops.data.kaggle import opendatasets_fetch
 from cifar10_mlops.data.kaggle.zip_members import KAGGLE_ZIP_MEMBER_CAPS, extract_zip_members
 
 SEVEN_ZIP_SIGNATURE = b"7z\xbc\xaf\x27\x1c"
@@ -215,10 +215,10 @@ def _kill_process_group(process: subprocess.Popen) -> None:
 def _child_report(output: str) -> tuple[str, str]:
     """(kind, detail) from the child's `kaggle-fetch:` report, or ('', '') if it wrote none."""
     # Not always at the start of a line: a prompt left without its newline may precede it.
-    start = output.rfind(kaggle_fetch.REPORT_PREFIX)
+    start = output.rfind(opendatasets_fetch.REPORT_PREFIX)
     if start < 0:
         return "", ""
-    report = output[start + len(kaggle_fetch.REPORT_PREFIX) :].splitlines()[0]
+    report = output[start + len(opendatasets_fetch.REPORT_PREFIX) :].splitlines()[0]
     kind, _, detail = report.strip().partition(" ")
     return kind, detail
 
