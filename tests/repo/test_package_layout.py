@@ -3,7 +3,6 @@ commands (registry, presets, gate) start without TensorFlow."""
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO
+from tests.helpers.imports import imported_modules
 
 PACKAGE_DIR = REPO / "src" / "cifar10_mlops"
 
@@ -20,24 +20,12 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """Modules `path` imports (`from a import b` counts a and a.b), function-level ones too."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
-
-
 MODULES = {_module_name(path): path for path in PACKAGE_DIR.rglob("*.py")}
 
 
 def _import_graph() -> dict[str, set[str]]:
     return {
-        name: {dep for dep in _imports(path) if dep in MODULES and dep != name}
+        name: {dep for dep in imported_modules(path) if dep in MODULES and dep != name}
         for name, path in MODULES.items()
     }
 
@@ -80,7 +68,7 @@ def test_library_code_imports_no_tracker(folder):
     offenders = {
         str(path.relative_to(PACKAGE_DIR)): sorted(
             name
-            for name in _imports(path)
+            for name in imported_modules(path)
             if name.split(".")[0] == "mlflow" or name.startswith("cifar10_mlops.tracking")
         )
         for path in (PACKAGE_DIR / folder).rglob("*.py")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 import yaml
 
 from tests.helpers import REPO
+from tests.helpers.imports import imported_modules
 
 ROOT = REPO
 SRC = ROOT / "src"
@@ -36,15 +36,7 @@ def _module_file(dotted: str) -> Path | None:
 
 def _imported_modules(path: Path) -> set[str]:
     """Every module of the package `path` imports, at any depth (function-level too)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            # `from package import module` imports a module, not only a name
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return {name for name in found if name.split(".")[0] == PACKAGE}
+    return {name for name in imported_modules(path) if name.split(".")[0] == PACKAGE}
 
 
 def files_reached(script: Path) -> set[Path]:
