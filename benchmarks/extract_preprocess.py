@@ -4,7 +4,7 @@ Usage:  python benchmarks/extract_preprocess.py [COUNT] [--source DIR]
 
 COUNT defaults to 50,000 (the real CIFAR-10 size). The Kaggle-layout files (train.7z +
 trainLabels.csv) are generated from the embedded dataset unless --source names a directory that
-holds them (for example ../shared/data/cifar10-kaggle-4660). Then, each in a fresh process:
+holds them (for example a folder of real CIFAR-10 photos in the Kaggle layout). Then, each in a fresh process:
 - pipeline: `src/stages/download.py` (data.source: local: copy + check archive names, labels)
   and `src/stages/preprocess.py` (7z in memory -> uint8 arrays -> stratified split -> npz),
   run exactly as DVC runs them, in a throwaway project;

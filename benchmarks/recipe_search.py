@@ -5,11 +5,11 @@ Usage:
                                      [--set train.epochs=30 --set model.backbone=cifar_resnet ...]
                                      [--log results.jsonl] [--name LABEL]
 
-DIR is a Kaggle-layout directory (train.7z + trainLabels.csv), e.g. the 4,660 real CIFAR-10
-photographs in ../shared/data/cifar10-kaggle-4660. The recipe is params.yaml, then the preset's
+DIR is a Kaggle-layout directory (train.7z + trainLabels.csv), e.g. a few thousand real CIFAR-10
+photographs. The recipe is params.yaml, then the preset's
 keys, then each --set; the split is the pipeline's own (split.test_size, split.seed: 80/20,
-stratified), the training is training.train_model exactly as the train stage runs it (its
-validation split picks the epoch kept), and the score is evaluation.compute_metrics on the
+stratified), the training is training/fit.py's train_model exactly as the train stage runs it (its
+validation split picks the epoch kept), and the score is evaluation/metrics.py's compute_metrics on the
 held-out 20%, as the evaluate stage computes it. Prints one JSON line (and appends it to --log):
 accuracy, macro-F1, epochs, training seconds, peak RSS. This is how the presets' figures and
 the defaults in params.yaml were measured (docs/training.md, "The training recipe").

@@ -187,7 +187,7 @@ def test_cli_predict_on_a_directory_of_pngs(repo, tmp_path):
     )
     with open(output) as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0])[:3] == ["path", "label", "confidence"]  # the DESIGN.md contract
+    assert list(rows[0])[:3] == ["path", "label", "confidence"]  # the documented CSV contract
     assert len(rows) == 3 and all(0.0 <= float(row["confidence"]) <= 1.0 for row in rows)
 
 

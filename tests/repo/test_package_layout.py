@@ -90,3 +90,21 @@ def test_importing_a_light_module_does_not_load_tensorflow(module):
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_nothing_in_the_repository_refers_to_a_file_outside_it():
+    outside = ("../" + "shared", "DESIGN" + ".md")  # spelt in pieces so this file does not match
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    hits = []
+    for name in tracked:
+        path = REPO / name
+        if (
+            path.suffix not in {".py", ".md", ".yaml", ".yml", ".toml", ".sh", ""}
+            or not path.is_file()
+        ):
+            continue
+        text = path.read_text(encoding="utf-8", errors="replace")
+        hits += [f"{name}: {word}" for word in outside if word in text]
+    assert not hits

@@ -35,7 +35,8 @@ from cifar10_mlops.core.config import CLASS_NAMES, IMAGE_SHAPE
 from cifar10_mlops.core.errors import PipelineError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-# The first three columns are the DESIGN.md contract; `error` is empty for predicted rows.
+# The first three columns are the documented contract (docs/predict.md); `error` is empty for
+# predicted rows.
 HEADER = ("path", "label", "confidence", "error")
 DEFAULT_BATCH_SIZE = 256
 

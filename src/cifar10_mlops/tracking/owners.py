@@ -13,14 +13,8 @@ import socket
 from pathlib import Path
 
 PID_TAG = "cifar10_mlops.pid"
-
-
 HOST_TAG = "cifar10_mlops.host"
-
-
 PID_START_TAG = "cifar10_mlops.pid_start"
-
-
 KILLED_REASON_TAG = "cifar10_mlops.killed_reason"
 
 

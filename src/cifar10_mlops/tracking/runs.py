@@ -34,14 +34,8 @@ from cifar10_mlops.tracking.secrets import loggable_params, redact_credentials
 from cifar10_mlops.tracking.store import configured_mlflow, tracking_uri
 
 STATE_FILE = "mlflow_run.json"  # in config.TRAINING_STATE_DIR
-
-
 MODEL_ARTIFACT = "model"
-
-
 ATTEMPTS_TAG = "cifar10_mlops.attempts"
-
-
 DIGEST_TAG = "cifar10_mlops.params_digest"
 
 

@@ -13,8 +13,6 @@ from cifar10_mlops.core import config
 from cifar10_mlops.tracking.secrets import redact_credentials
 
 DB_NAME = "mlflow.db"
-
-
 ARTIFACTS_DIR = "mlartifacts"
 
 

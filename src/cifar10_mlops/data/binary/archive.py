@@ -30,8 +30,6 @@ MEMBER_CAPS = {
 
 # Every allowed file, the directory and a './' entry, each at most once: more is not CIFAR-10.
 MAX_TAR_MEMBERS = len(MEMBER_CAPS) + 2
-
-
 _EXPECTED = f"expected only {BATCHES_DIR}/ with data_batch_1..5.bin, {TEST_BATCH}, batches.meta.txt"
 
 

@@ -19,20 +19,10 @@ from cifar10_mlops.data.arrays import LabelledImages
 from cifar10_mlops.data.split import stratified_split
 
 ARCHIVE_NAME = "cifar-10-binary.tar.gz"
-
-
 BATCHES_DIR = "cifar-10-batches-bin"
-
-
 RECORD_BYTES = 1 + 32 * 32 * 3
-
-
 FULL_BATCH_BYTES = 10_000 * RECORD_BYTES
-
-
 DATA_BATCHES = tuple(f"data_batch_{number}.bin" for number in range(1, 6))
-
-
 TEST_BATCH = "test_batch.bin"
 
 
