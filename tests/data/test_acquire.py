@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from cifar10_mlops.data.kaggle.labels_csv import read_labels_csv
 from cifar10_mlops.data.kaggle.layout import load_kaggle_layout
 from cifar10_mlops.data.kaggle.train_7z import list_train_7z
 from tests.helpers import REPO
+from tests.helpers.stages import run_stage_script
 
 KAGGLE_FILES = sorted([TRAIN_ARCHIVE, LABELS_CSV])
 
@@ -206,23 +205,8 @@ def broken_project(tmp_path, make_kaggle_dir):
     return root
 
 
-def run_stage(root: Path, script: str, debug: bool) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CIFAR10_MLOPS_")}
-    env["CIFAR10_MLOPS_ROOT"] = str(root)
-    if debug:
-        env["CIFAR10_MLOPS_DEBUG"] = "1"
-    return subprocess.run(
-        [sys.executable, str(REPO / "src" / "stages" / script)],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_preprocess_stage_fails_with_one_error_line(broken_project):
-    result = run_stage(broken_project, "preprocess.py", debug=False)
+    result = run_stage_script(broken_project, "preprocess")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -233,7 +217,7 @@ def test_preprocess_stage_fails_with_one_error_line(broken_project):
 
 
 def test_preprocess_stage_debug_shows_the_traceback(broken_project):
-    result = run_stage(broken_project, "preprocess.py", debug=True)
+    result = run_stage_script(broken_project, "preprocess", CIFAR10_MLOPS_DEBUG="1")
     assert result.returncode == 2
     assert "Traceback" in result.stderr
     assert "PipelineError" in result.stderr

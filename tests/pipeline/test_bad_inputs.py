@@ -30,6 +30,7 @@ from cifar10_mlops.data import synthetic
 from tests.helpers import REPO
 from tests.helpers.archives import encode_png, random_image, write_7z
 from tests.helpers.cifar_binary import write_official_archive
+from tests.helpers.stages import run_stage_script
 
 ERRORS_PAGE = REPO / "docs" / "errors.md"
 GOOD_COUNT = 60
@@ -58,20 +59,8 @@ class Project:
 def run_stage(
     root: Path, stage: str, preexec: Callable[[], None] | None = None, **env_changes: str
 ) -> subprocess.CompletedProcess:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("CIFAR10_MLOPS_", "DVC_", "KAGGLE_"))
-    }
-    env.update(CIFAR10_MLOPS_ROOT=str(root), no_proxy="127.0.0.1,localhost", **env_changes)
-    return subprocess.run(
-        [sys.executable, str(REPO / "src" / "stages" / f"{stage}.py")],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=preexec,
+    return run_stage_script(
+        root, stage, timeout=300, preexec=preexec, no_proxy="127.0.0.1,localhost", **env_changes
     )
 
 

@@ -4,9 +4,6 @@ end to end (against a real HTTP server on 127.0.0.1). All archives are generated
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -40,6 +37,7 @@ from tests.helpers.cifar_binary import (
     write_official_archive,
     write_tar_gz,
 )
+from tests.helpers.stages import run_stage_script
 
 
 def one_line(info: pytest.ExceptionInfo) -> str:
@@ -50,19 +48,6 @@ def one_line(info: pytest.ExceptionInfo) -> str:
 
 def snapshot(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
-
-
-def run_stage(root: Path, script: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CIFAR10_MLOPS_")}
-    env["CIFAR10_MLOPS_ROOT"] = str(root)
-    return subprocess.run(
-        [sys.executable, str(REPO / "src" / "stages" / script)],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 # --- parsing: the record layout ---------------------------------------------------------------
@@ -200,7 +185,7 @@ def test_preprocess_stage_writes_the_official_split(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.setdefault("split", {})["official_test"] = True
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    result = run_stage(root, "preprocess.py")
+    result = run_stage_script(root, "preprocess")
     assert result.returncode == 0, result.stderr
     train = load_npz(root / "data" / "processed" / "train.npz")
     test = load_npz(root / "data" / "processed" / "test.npz")
@@ -495,7 +480,7 @@ def test_download_stage_reports_an_unreachable_server_in_one_line(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"] = {"source": "cifar10", "cifar10": {"url": url, "timeout_s": 5}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    result = run_stage(root, "download.py")
+    result = run_stage_script(root, "download")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {url}: cannot reach 127.0.0.1")
