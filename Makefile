@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install repro test test-fast lint format
+.PHONY: help install lock repro test test-fast lint format
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,12 +18,22 @@ help: ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+# Exactly the locked versions (hash-checked), then the project itself without dependencies.
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install the project with its dev tools
+install: $(VENV)/.installed ## create .venv and install the locked packages, then the project
+
+# pip-compile resolves through pip's own configuration (its index and find-links). Pins already
+# in the lock are kept; UPGRADE=name (or "name other") moves those packages to their newest release.
+lock: | $(BIN)/python ## regenerate requirements.lock from pyproject.toml (UPGRADE=package to move one)
+	$(BIN)/python -m pip install --quiet "pip-tools>=7.4"
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --strip-extras \
+		--no-emit-index-url --no-emit-find-links \
+		$(foreach package,$(UPGRADE),--upgrade-package $(package)) \
+		-o requirements.lock pyproject.toml
 
 repro: install ## run the pipeline: dvc repro (offline, on the embedded dataset)
 	$(BIN)/dvc repro

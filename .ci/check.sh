@@ -2,7 +2,7 @@
 # The one CI script: .ci/run (local/agent CI) and .github/workflows/ci.yml both call these
 # steps, so the two cannot drift apart. Run from anywhere; it works in the repository root.
 #
-#   bash .ci/check.sh install              `make install`: .venv + pip install -e ".[dev]"
+#   bash .ci/check.sh install              `make install`: .venv + requirements.lock + the project
 #   bash .ci/check.sh lint                 `make lint` (ruff, ruff format --check, mypy) + workflow schema
 #   bash .ci/check.sh test                 `make test` (the README's test command)
 #   bash .ci/check.sh pipeline             `make repro` (committed params), then the gate
