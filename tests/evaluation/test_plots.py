@@ -10,9 +10,14 @@ from PIL import Image
 from cifar10_mlops.core.config import CLASS_NAMES
 from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.evaluation.plots import (
+    ARROW,
+    DPI,
+    confusion_matrix_figure,
+    misclassified_figure,
     plot_confusion_matrix,
     plot_misclassified,
     plot_training_curves,
+    training_curves_figure,
 )
 
 
@@ -21,8 +26,9 @@ def _assert_png(path):
     with Image.open(path) as image:
         assert image.format == "PNG"
         width, height = image.size
-        image.load()  # decodes fully: a truncated file fails here
+        pixels = np.asarray(image.convert("L"))  # decodes fully: a truncated file fails here
     assert width > 100 and height > 100
+    assert pixels.std() > 10  # something is drawn: not a blank or single-colour canvas
     # No stray temp files next to the plot, no figures left open.
     assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name]
     assert plt.get_fignums() == []
@@ -42,6 +48,43 @@ def test_confusion_matrix_png(tmp_path, confusion, normalize):
     target = tmp_path / "plots" / "confusion.png"
     assert plot_confusion_matrix(confusion, CLASS_NAMES, target, normalize=normalize) == target
     _assert_png(target)
+
+
+def _texts(ax):
+    return {
+        (round(t.get_position()[0]), round(t.get_position()[1])): t.get_text() for t in ax.texts
+    }
+
+
+def test_confusion_matrix_draws_the_row_normalised_values_and_the_accuracy(confusion):
+    fig = confusion_matrix_figure(confusion, CLASS_NAMES, normalize=True)
+    ax = fig.axes[0]
+    expected = confusion / confusion.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(ax.images[0].get_array(), expected)
+    cells = _texts(ax)
+    assert cells[(3, 2)] == f"{expected[2, 3]:.2f}"  # (column, row): predicted 3 for actual 2
+    assert all(cells[(k, k)] == f"{expected[k, k]:.2f}" for k in range(10))
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(CLASS_NAMES)
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(CLASS_NAMES)
+    accuracy = np.trace(confusion) / confusion.sum()
+    assert f"accuracy {accuracy:.2%}, n={confusion.sum()}" in ax.get_title()
+    plt.close(fig)
+
+
+def test_confusion_matrix_counts_are_drawn_as_integers(confusion):
+    fig = confusion_matrix_figure(confusion, CLASS_NAMES, normalize=False)
+    cells = _texts(fig.axes[0])
+    assert cells[(0, 0)] == str(confusion[0, 0]) and cells[(9, 4)] == str(confusion[4, 9])
+    assert "(counts)" in fig.axes[0].get_title()
+    plt.close(fig)
+
+
+def test_the_png_has_the_figure_size_at_the_plot_resolution(tmp_path, confusion):
+    fig = confusion_matrix_figure(confusion, CLASS_NAMES)
+    expected = tuple(round(v * DPI) for v in fig.get_size_inches())
+    plt.close(fig)
+    target = plot_confusion_matrix(confusion, CLASS_NAMES, tmp_path / "c.png")
+    assert _assert_png(target) == expected
 
 
 def test_confusion_matrix_with_empty_row(tmp_path):
@@ -79,6 +122,30 @@ def test_training_curves_from_csv_with_learning_rate(tmp_path):
     two_panel = tmp_path / "two.png"
     plot_training_curves({"loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}, two_panel)
     assert width > _assert_png(two_panel)[0]  # the learning-rate panel widens the figure
+
+
+def test_training_curves_draw_each_column_per_one_based_epoch_and_mark_the_best():
+    history = {
+        "epoch": [0, 1, 2],
+        "loss": [1.7, 1.2, 0.9],
+        "val_loss": [1.5, 1.0, 1.1],
+        "accuracy": [0.4, 0.55, 0.65],
+        "val_accuracy": [0.45, 0.62, 0.58],
+        "learning_rate": [1e-3, 1e-4, 1e-5],
+    }
+    fig = training_curves_figure(history)
+    loss_ax, accuracy_ax, lr_ax = fig.axes
+    lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+    for name in ("loss", "val_loss", "accuracy", "val_accuracy", "learning_rate"):
+        np.testing.assert_allclose(lines[name].get_xdata(), [1, 2, 3])
+        np.testing.assert_allclose(lines[name].get_ydata(), history[name])
+    # The best validation epoch: lowest val_loss (epoch 2), highest val_accuracy (epoch 2).
+    assert "best val_loss (epoch 2)" in lines
+    assert lines["best val_loss (epoch 2)"].get_xdata()[0] == 2
+    assert "best val_accuracy (epoch 2)" in lines
+    assert lr_ax.get_yscale() == "log"  # the schedule spans two decades
+    assert [ax.get_title() for ax in fig.axes] == ["Loss", "Accuracy", "Learning rate"]
+    plt.close(fig)
 
 
 def test_training_curves_from_mapping_without_val_columns(tmp_path):
@@ -128,6 +195,24 @@ def test_misclassified_grid_with_probability_matrix(tmp_path):
     target = tmp_path / "misclassified.png"
     plot_misclassified(images, y_true, probs.argmax(axis=1), CLASS_NAMES, target, confidences=probs)
     _assert_png(target)
+
+
+def test_misclassified_grid_shows_the_most_confident_mistakes_first_with_their_pixels():
+    images, y_true = _images_and_labels(n=8)
+    y_pred = y_true.copy()
+    wrong = [1, 4, 6]
+    y_pred[wrong] = (y_true[wrong] + 3) % 10
+    confidences = np.array([0.9, 0.3, 0.9, 0.9, 0.8, 0.9, 0.55, 0.9])
+    fig = misclassified_figure(images, y_true, y_pred, CLASS_NAMES, confidences=confidences)
+    drawn = [ax for ax in fig.axes if ax.images]
+    order = [4, 6, 1]  # by confidence: 0.8, 0.55, 0.3
+    assert len(drawn) == len(order)
+    for ax, index in zip(drawn, order, strict=True):
+        np.testing.assert_array_equal(ax.images[0].get_array(), images[index])
+        title = f"{CLASS_NAMES[y_true[index]]} {ARROW} {CLASS_NAMES[y_pred[index]]}"
+        assert ax.get_title() == f"{title} ({confidences[index]:.2f})"
+    assert "showing 3 of 3 (8 images)" in fig.texts[0].get_text()
+    plt.close(fig)
 
 
 def test_misclassified_small_grid_with_per_sample_confidence(tmp_path):

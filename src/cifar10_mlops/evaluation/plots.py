@@ -1,7 +1,8 @@
 """PNG plots for the reports: confusion matrix, training curves, misclassified test images.
 
-Each function takes arrays (or a history CSV), writes one PNG atomically and closes its figure,
-so a long pipeline run does not accumulate open figures.
+Each `*_figure` function builds a matplotlib figure from arrays (or a history CSV), so what is
+drawn can be checked; each `plot_*` function writes that figure as one PNG atomically and
+closes it, so a long pipeline run does not accumulate open figures.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def plot_confusion_matrix(
     path: str | os.PathLike[str],
     normalize: bool = True,
 ) -> Path:
+    """Write `confusion_matrix_figure` as a PNG at `path` (atomically)."""
+    return _save(confusion_matrix_figure(confusion, class_names, normalize), path)
+
+
+def confusion_matrix_figure(
+    confusion: np.ndarray, class_names: Sequence[str], normalize: bool = True
+) -> Any:
     """Heatmap of a C x C confusion matrix (rows actual, columns predicted), cells annotated.
 
     With `normalize`, each row is divided by its support, so a cell reads as "fraction of this
@@ -99,7 +107,7 @@ def plot_confusion_matrix(
     if n_classes <= 30:
         _annotate_cells(ax, values, cell_format, vmax)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def _annotate_cells(ax: Any, values: np.ndarray, cell_format: str, vmax: float) -> None:
@@ -181,6 +189,11 @@ def plot_training_curves(
     history: Mapping[str, Sequence[float]] | str | os.PathLike[str],
     path: str | os.PathLike[str],
 ) -> Path:
+    """Write `training_curves_figure` as a PNG at `path` (atomically)."""
+    return _save(training_curves_figure(history), path)
+
+
+def training_curves_figure(history: Mapping[str, Sequence[float]] | str | os.PathLike[str]) -> Any:
     """Loss and accuracy (with their val_ counterparts) per epoch, plus learning rate if logged.
 
     `history` is a Keras `History.history`-style mapping or the path of a CSVLogger file
@@ -231,7 +244,7 @@ def plot_training_curves(
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 # --------------------------------------------------------------------------- misclassified
@@ -259,6 +272,19 @@ def plot_misclassified(
     max_images: int = 36,
     confidences: np.ndarray | None = None,
 ) -> Path:
+    """Write `misclassified_figure` as a PNG at `path` (atomically)."""
+    figure = misclassified_figure(images, y_true, y_pred, class_names, max_images, confidences)
+    return _save(figure, path)
+
+
+def misclassified_figure(
+    images: np.ndarray,
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: Sequence[str],
+    max_images: int = 36,
+    confidences: np.ndarray | None = None,
+) -> Any:
     """Grid of up to `max_images` misclassified images titled "true → pred (conf)".
 
     `images` are the raw uint8 test images (N, H, W, 3). `confidences` is optional: either the
@@ -283,7 +309,7 @@ def plot_misclassified(
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=12)
         ax.set_title(f"Misclassified (0 of {actual.shape[0]})", fontsize=10)
         ax.axis("off")
-        return _save(fig, path)
+        return fig
 
     titles = []
     for index in shown.tolist():
@@ -296,7 +322,7 @@ def plot_misclassified(
         f"Misclassified: showing {shown.size} of {wrong.size} ({actual.shape[0]} images)",
         fontsize=10,
     )
-    return _save(fig, path)
+    return fig
 
 
 def _check_misclassified_inputs(
