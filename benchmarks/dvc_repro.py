@@ -2,8 +2,8 @@
 
 Usage:  python benchmarks/dvc_repro.py [--keep]
 
-With the tests' tiny params (tests/pipeline_helpers.TINY_PARAMS: 200 synthetic images,
-2 epochs), times
+With the tests' tiny params (tests/helpers/pipeline.py's TINY_PARAMS: 200 synthetic images,
+the smallest compact backbone, 2 epochs), times
 1. a full `dvc repro` (every stage runs: the baseline of the ratios),
 2. a no-op `dvc repro`, three times (nothing changed, so no stage may run),
 3. `dvc repro` after changing only train.epochs (only train and evaluate may run),
@@ -23,8 +23,13 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-from pipeline_helpers import TINY_PARAMS, dvc, make_pipeline_repo, write_params  # noqa: E402
+sys.path.insert(0, str(REPO))
+from tests.helpers.pipeline import (  # noqa: E402
+    TINY_PARAMS,
+    dvc,
+    make_pipeline_repo,
+    write_params,
+)
 
 STAGES = ("download", "preprocess", "train", "evaluate")
 RAN = re.compile(r"Running stage '([^']+)'")

@@ -21,8 +21,6 @@ import argparse
 import json
 import resource
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import yaml
@@ -60,36 +58,19 @@ def main() -> None:
 def score(raw_params: dict, data_dir: Path, verbose: int) -> dict:
     from cifar10_mlops.core.params import parse_params
     from cifar10_mlops.data.raw_layout import load_split
-    from cifar10_mlops.evaluation.metrics import compute_metrics
-    from cifar10_mlops.training.fit import train_model
+    from cifar10_mlops.training.trial import run_trial
 
     params = parse_params(raw_params, REPO / "params.yaml")
     train, test = load_split(data_dir, params.split)
-    with tempfile.TemporaryDirectory(prefix="recipe-") as scratch:
-        scratch = Path(scratch)
-        start = time.perf_counter()
-        outcome = train_model(
-            params,
-            train,
-            scratch / "model.keras",
-            scratch / "history.csv",
-            scratch / "state",
-            verbose=verbose,
-        )
-        train_seconds = time.perf_counter() - start
-        history = (scratch / "history.csv").read_text().splitlines()
-    probabilities = outcome.model.predict(test.images, batch_size=256, verbose=0)
-    metrics = compute_metrics(test.labels, probabilities, train.class_names)
+    trial = run_trial(params, train, test, verbose=verbose)
     return {
-        "accuracy": round(metrics.accuracy, 4),
-        "macro_f1": round(metrics.macro_f1, 4),
+        **{name: trial.metrics[name] for name in ("accuracy", "loss", "macro_f1")},
         "n_train": int(len(train.labels)),
         "n_test": int(len(test.labels)),
-        "epochs_run": outcome.epochs_run,
-        "best_epoch": outcome.best_epoch + 1,
-        "train_seconds": round(train_seconds, 1),
+        "epochs_run": trial.epochs_run,
+        "best_epoch": trial.best_epoch,
+        "train_seconds": round(trial.train_seconds, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "last_epoch": history[-1] if len(history) > 1 else "",
     }
 
 

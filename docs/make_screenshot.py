@@ -66,8 +66,8 @@ def free_port() -> int:
 
 def build_runs(workdir: Path) -> Path:
     """Two real pipeline runs (dvc exp run) in a throwaway repository; returns its mlflow.db."""
-    sys.path.insert(0, str(REPO / "tests"))  # the slow tests' throwaway-repository helper
-    from pipeline_helpers import TINY_PARAMS, deep_update, dvc, make_pipeline_repo
+    sys.path.insert(0, str(REPO))  # the slow tests' throwaway-repository helper
+    from tests.helpers.pipeline import TINY_PARAMS, deep_update, dvc, make_pipeline_repo
 
     params = deep_update(json.loads(json.dumps(TINY_PARAMS)), SCREENSHOT_DATA)
     root = make_pipeline_repo(workdir / "repo", params)

@@ -161,7 +161,9 @@ def test_a_server_that_never_answers_times_out(archive_server, target):
     started = time.monotonic()
     with pytest.raises(PipelineError) as info:
         download_verified(url, target, PAYLOAD_MD5, timeout_s=1)
-    assert time.monotonic() - started < 10
+    # The server never answers, so only the timeout ends the call; the bound is generous
+    # (60x the timeout) for a busy shared machine.
+    assert time.monotonic() - started < 60
     message = one_line(info)
     assert url in message and "1 s" in message and "data.cifar10.timeout_s" in message
     assert not target.exists() and not part_of(target).exists()
