@@ -7,7 +7,7 @@ from cifar10_mlops.core import config
 from cifar10_mlops.core.failures import report_errors
 from cifar10_mlops.core.params import load_params
 from cifar10_mlops.data.arrays import load_npz
-from cifar10_mlops.tracking.epoch_logger import EpochMetricsLogger
+from cifar10_mlops.tracking.epoch_logger import EpochMetricsLogger, log_missing_epochs
 from cifar10_mlops.tracking.lifecycle import run_lifecycle
 from cifar10_mlops.tracking.provenance import data_version, training_digest
 from cifar10_mlops.tracking.runs import start_pipeline_run
@@ -30,6 +30,7 @@ def main() -> None:
             resume_key=training_digest(params, version),
             callbacks=[EpochMetricsLogger()],
         )
+        log_missing_epochs(config.HISTORY_CSV)  # finished before a kill, not yet logged
     resumed = (
         f", resumed after epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else ""
     )

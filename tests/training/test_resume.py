@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from tests.helpers.models import SMALL_BACKBONE
 from tests.helpers.pipeline import (
     TINY_PARAMS,
     VENV_BIN,
@@ -41,14 +42,18 @@ def second_backup_begun(root) -> bool:
     return bool(list(root.glob(".training_state/backup-*/epoch-2.tmp")))
 
 
-# When to kill: once `ready(root)`, then `delay` seconds later.
+# When to kill, and the model trained. Each moment is an event the test waits for, then kills
+# at once: no fixed sleeps. The first epoch's backup being complete means the second epoch is
+# under way (the tiny backbone is enough). A backup being written is a window as long as the
+# write: ResNet50's (two weight files, ~300 MB with the optimizer's variables) takes long
+# enough to be caught by polling; the tiny backbone's takes a few milliseconds.
 KILL_MOMENTS = {
-    "in the second epoch": (lambda root: finished_epochs(root) >= 1, 1.0),
-    "while the second epoch's backup is written": (second_backup_begun, 0.0),
+    "in the second epoch": (lambda root: finished_epochs(root) >= 1, SMALL_BACKBONE),
+    "while the second epoch's backup is written": (second_backup_begun, {"backbone": "resnet50"}),
 }
 
 
-def run_and_kill(root, ready, delay: float) -> None:
+def run_and_kill(root, ready) -> None:
     process = subprocess.Popen(
         [str(VENV_BIN / "dvc"), "repro"],
         cwd=root,
@@ -62,8 +67,7 @@ def run_and_kill(root, ready, delay: float) -> None:
         while not ready(root):
             assert process.poll() is None, "dvc repro ended before the moment to kill it"
             assert time.monotonic() < deadline, "that moment did not come in 10 minutes"
-            time.sleep(0.01)
-        time.sleep(delay)
+            time.sleep(0.005)
         assert process.poll() is None, "training finished before it could be killed"
     finally:
         os.killpg(process.pid, signal.SIGKILL)
@@ -72,18 +76,15 @@ def run_and_kill(root, ready, delay: float) -> None:
 
 @pytest.mark.parametrize("moment", KILL_MOMENTS)
 def test_a_sigkilled_training_resumes_after_the_last_finished_epoch(tmp_path, moment):
+    ready, model = KILL_MOMENTS[moment]
     params = deep_update(
-        json.loads(json.dumps(TINY_PARAMS)),
-        {
-            "data": {"synthetic": {"count": 400}},
-            "train": {"epochs": EPOCHS},
-        },
+        json.loads(json.dumps(TINY_PARAMS)), {"model": model, "train": {"epochs": EPOCHS}}
     )
     root = make_pipeline_repo(tmp_path / "repo", params)
-    run_and_kill(root, *KILL_MOMENTS[moment])
+    run_and_kill(root, ready)
     done_before_kill = finished_epochs(root)
     assert 1 <= done_before_kill < EPOCHS
-    if KILL_MOMENTS[moment][0] is second_backup_begun:
+    if ready is second_backup_begun:
         assert second_backup_begun(root)  # the kill did tear a backup
 
     result = dvc(root, "repro")

@@ -1,4 +1,4 @@
-"""A real, tiny ResNet50 training run: callbacks, files and honest metrics."""
+"""Real, tiny training runs (the compact backbone): callbacks, files and honest metrics."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from cifar10_mlops.model.build import load_model
 from cifar10_mlops.training.fit import train_model
 from cifar10_mlops.training.inputs import make_dataset
 from cifar10_mlops.training.optimization import compile_model
+from tests.helpers.models import SMALL_BACKBONE
 
 
 def _easy_images(count: int, seed: int = 0) -> LabelledImages:
@@ -38,6 +39,7 @@ def test_dataset_batches_uint8_images_without_copying_to_float():
 def test_tiny_training_writes_the_model_history_and_checkpoint(tmp_path):
     params = Params.model_validate(
         {
+            "model": SMALL_BACKBONE,
             "train": {
                 "epochs": 2,
                 "batch_size": 20,
@@ -92,6 +94,7 @@ def test_metric_is_true_multiclass_accuracy_not_binary():
 
 
 MIRRORED_ON_TWO_CPUS = r"""
+import json
 import sys
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
@@ -105,7 +108,8 @@ out = Path(sys.argv[1])
 rng = np.random.default_rng(0)
 labels = np.arange(120) % 10
 images = (rng.integers(0, 60, (120, 32, 32, 3)) + labels[:, None, None, None] * 19).astype(np.uint8)
-params = Params.model_validate({"train": {"epochs": 1, "batch_size": 16, "distribution": "mirrored"}})
+params = Params.model_validate({"model": json.loads(sys.argv[2]),
+                                "train": {"epochs": 1, "batch_size": 16, "distribution": "mirrored"}})
 outcome = train_model(params, LabelledImages(images, labels, np.arange(1, 121)), out / "m.keras",
                       out / "h.csv", out / "state", verbose=0)
 print("REPLICAS", outcome.replicas)
@@ -115,11 +119,12 @@ print("REPLICAS", outcome.replicas)
 def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
     """train.distribution: mirrored, on a CPU split into two logical devices (in a fresh
     process: logical devices must be configured before TensorFlow starts)."""
+    import json
     import subprocess
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_ON_TWO_CPUS, str(tmp_path)],
+        [sys.executable, "-c", MIRRORED_ON_TWO_CPUS, str(tmp_path), json.dumps(SMALL_BACKBONE)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,9 +1,17 @@
-"""The Keras callback that logs each epoch's metrics to the pipeline's MLflow run.
+"""Each epoch's metrics in the pipeline's MLflow run: a Keras callback while training, and a
+catch-up from the history file afterwards.
 
 Training code never imports a tracker: the train stage hands this callback to train_model.
+train_model calls it only once an epoch is backed up, so an epoch redone after a kill is not
+logged twice; but a kill between the backup and the logging leaves a finished epoch unlogged,
+which the resumed training never runs again. `log_missing_epochs` fills those in at the end.
 """
 
 from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
 
 from cifar10_mlops.core.quiet_tensorflow import keras
 
@@ -21,3 +29,29 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         # Only inside the pipeline's run: never let MLflow start a stray run of its own.
         if metrics and mlflow.active_run() is not None:
             mlflow.log_metrics(metrics, step=epoch)
+
+
+def log_missing_epochs(history_csv: Path) -> list[int]:
+    """Log every epoch of `history_csv` (Keras' CSVLogger file) that the active run lacks;
+    return those epochs. Only inside the pipeline's run."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        return []
+    with open(history_csv, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return []
+    metric_names = [name for name in rows[0] if name != "epoch"]
+    client = mlflow.MlflowClient()
+    logged = {m.step for m in client.get_metric_history(run.info.run_id, metric_names[0])}
+    missing = []
+    for row in rows:
+        epoch = int(row["epoch"])
+        if epoch in logged:
+            continue
+        metrics = {name: float(row[name]) for name in metric_names if row.get(name)}
+        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=epoch)
+        missing.append(epoch)
+    return missing
