@@ -133,7 +133,7 @@ def test_malformed_baseline_raises(baseline, needle):
 def test_committed_baseline_is_valid():
     data = json.loads((REPO_ROOT / ".ci" / "baseline.json").read_text(encoding="utf-8"))
     names = {b.name for b in parse_baseline(data)}
-    assert {"accuracy", "macro_f1"} <= names
+    assert {"accuracy", "macro_f1", "loss"} <= names
 
 
 # --- run_gate -------------------------------------------------------------------------------
