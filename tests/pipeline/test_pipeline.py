@@ -29,7 +29,11 @@ def repo(tmp_path_factory):
     root = make_pipeline_repo(tmp_path_factory.mktemp("pipeline") / "repo", LEARNING_PARAMS)
     result = dvc(root, "repro")
     assert "Running stage 'evaluate'" in result.stdout
+    FIRST_RUN_METRICS.append((root / "reports/metrics.json").read_bytes())
     return root
+
+
+FIRST_RUN_METRICS: list[bytes] = []  # reports/metrics.json as the module's first run wrote it
 
 
 def mlflow_client(root):
@@ -260,3 +264,12 @@ def test_a_failing_stage_keeps_the_last_good_outputs(repo, change, failing_stage
     finally:
         (repo / "params.yaml").write_text(params_text)
     assert "Running stage" not in dvc(repo, "repro").stdout  # still up to date
+
+
+# Last in this module: it adds a run to the MLflow store, which the tests above count.
+def test_deterministic_training_gives_identical_metrics_twice(repo):
+    """`train.deterministic: true`: `dvc repro --force` reruns every stage and writes the
+    same reports/metrics.json, byte for byte, as the first run."""
+    result = dvc(repo, "repro", "--force")
+    assert "Running stage 'train'" in result.stdout
+    assert (repo / "reports/metrics.json").read_bytes() == FIRST_RUN_METRICS[0]
