@@ -38,8 +38,11 @@ lock: | $(BIN)/python ## regenerate requirements.lock from pyproject.toml (UPGRA
 repro: install ## run the pipeline: dvc repro (offline, on the embedded dataset)
 	$(BIN)/dvc repro
 
+# Two pytest workers, each taking whole test files (module fixtures are built once): on two
+# cores they overlap one test's start-up, DVC and MLflow work with another's training.
+TEST_WORKERS ?= 2
 test: install ## the whole test suite, slow real-pipeline tests included (what CI runs)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: install ## the quick unit tests only (skips the tests marked slow)
 	$(BIN)/python -m pytest -m "not slow"
