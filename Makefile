@@ -19,8 +19,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Exactly the locked versions (hash-checked), then the project itself without dependencies.
+# --no-compile: pip would byte-compile every module of every package (TensorFlow alone has
+# thousands) at install; Python compiles the few it imports on first use instead. Measured on
+# 2 cores: 72.7 s against about 150 s for the locked packages.
 $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-compile --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 

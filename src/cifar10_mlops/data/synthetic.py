@@ -11,9 +11,10 @@ must be learnt too.
 The difficulty is chosen for the main job's budget (3 minutes for `dvc repro` on 2 CPU cores
 with ResNet50, see docs/training.md): an earlier, harder draw (hues replaced at random a
 quarter of the time, textures from a shared pool 30 % of the time, up to three distractors,
-more noise) left ResNet50 at about 0.41 accuracy after 6 short epochs, this one at about
-0.56, with the same recipe: a clear margin above the gate, and a broken pipeline (shuffled or
-shifted labels, swapped colour channels, scrambled pixels) still falls far below it.
+more noise) left ResNet50 at 0.41 accuracy after 6 epochs on 3,000 images; this one reaches
+0.56 after 6 epochs on 2,000 (same optimizer and schedule): a clear margin above the gate,
+while a broken pipeline (shuffled or shifted labels, no normalisation, swapped colour
+channels, scrambled pixels) still falls below it.
 """
 
 from __future__ import annotations
