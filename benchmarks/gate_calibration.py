@@ -24,6 +24,7 @@ the worst seed, so every measured seed passes; and whether each fault trips that
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -64,7 +65,8 @@ def main() -> None:
         runs.append(_run(f"seed {seed}", seeded, train, test, args.log))
     clean = runs[:]
     for fault in args.faults:
-        runs.append(_run(fault, *_broken(fault, params, train), test, args.log))
+        with _broken(fault, params, train) as (broken_params, broken_train):
+            runs.append(_run(fault, broken_params, broken_train, test, args.log))
 
     bounds = _tolerances(clean)
     print(json.dumps({"suggested_baseline": bounds}, indent=2))
@@ -93,30 +95,35 @@ def _run(name, params, train, test, log: Path | None) -> dict:
     return result
 
 
+@contextlib.contextmanager
 def _broken(fault: str, params, train):
-    """(params, training data) with one fault; the test set is never touched."""
+    """(params, training data) with one fault, undone on exit; the test set is never touched."""
     from cifar10_mlops.data.arrays import LabelledImages
+    from cifar10_mlops.model import build
 
     labels = train.labels
+    normalize = build._normalize
     if fault == "shuffled":
         labels = np.random.default_rng(0).permutation(labels)
     elif fault == "shifted":
         labels = (labels + 1) % len(train.class_names)
     elif fault == "no-normalisation":
-        _leave_out_normalisation()
+        build._normalize = _unnormalised
     else:  # no-augmentation
         params = params.model_copy(
             update={"train": params.train.model_copy(update={"augment": False})}
         )
-    return params, LabelledImages(train.images, labels, train.ids, train.class_names)
+    try:
+        yield params, LabelledImages(train.images, labels, train.ids, train.class_names)
+    finally:
+        build._normalize = normalize
 
 
-def _leave_out_normalisation() -> None:
-    """From now on, models are built without their standardisation layer (raw 0-255 floats)."""
+def _unnormalised(x, params):
+    """The model's input as raw 0-255 floats: its standardisation layer left out."""
     from cifar10_mlops.core.quiet_tensorflow import keras
-    from cifar10_mlops.model import build
 
-    build._normalize = lambda x, params: keras.layers.Rescaling(1.0, name="unnormalised")(x)
+    return keras.layers.Rescaling(1.0, name="unnormalised")(x)
 
 
 def _tolerances(clean: list[dict]) -> dict:
