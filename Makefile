@@ -39,7 +39,7 @@ install: $(VENV)/.installed ## create .venv and install the locked packages, the
 # in the lock are kept; UPGRADE=name (or "name other") moves those packages to their newest release.
 lock: | $(BIN)/python ## regenerate requirements.lock from pyproject.toml (UPGRADE=package to move one)
 	$(BIN)/python -m pip install --quiet "pip-tools>=7.4"
-	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --strip-extras \
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --extra dev --extra team --strip-extras \
 		--no-emit-index-url --no-emit-find-links \
 		$(foreach package,$(UPGRADE),--upgrade-package $(package)) \
 		-o requirements.lock pyproject.toml

@@ -18,9 +18,14 @@ PROJECT = REPO / "pyproject.toml"
 DIRECT = "cifar10-mlops (pyproject.toml)"
 
 
+# The extras `make lock` passes to pip-compile (--extra dev --extra team).
+LOCKED_EXTRAS = ("dev", "team")
+
+
 def direct_requirements(pyproject_text: str) -> dict[str, Requirement]:
     project = tomllib.loads(pyproject_text)["project"]
-    lines = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    lines = [*project["dependencies"], *(line for extra in LOCKED_EXTRAS for line in extras[extra])]
     return {canonicalize_name(req.name): req for req in map(Requirement, lines)}
 
 
@@ -93,3 +98,8 @@ def test_the_check_catches_a_missing_dependency_a_broken_range_and_a_stray_pin()
     assert "tqdm: locked as a direct dependency, not in pyproject.toml" in disagreements(
         dropped, lock
     )
+
+
+def test_make_lock_compiles_exactly_the_extras_this_check_reads():
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert tuple(re.findall(r"--extra (\w+)", makefile)) == LOCKED_EXTRAS
