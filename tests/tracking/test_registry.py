@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+
 import mlflow
 import numpy as np
 import pytest
@@ -112,3 +116,88 @@ def test_the_default_registered_model_name():
 def test_registered_model_names_are_validated(value):
     with pytest.raises(PipelineError, match="mlflow.registered_model"):
         parse_params({"mlflow": {"registered_model": value}}, config.PARAMS_FILE)
+
+
+def _tags(store, version: str) -> dict[str, str]:
+    return store.get_model_version(NAME, version).tags
+
+
+def test_every_promotion_leaves_an_audit_trail_on_the_versions(store, tmp_path):
+    for seed, accuracy in enumerate([0.5, 0.4, 0.6]):
+        registry.register_run_model(evaluated_run(tmp_path, accuracy, seed), NAME)
+
+    first, second, third = (_tags(store, v) for v in ("1", "2", "3"))
+    commit = store.get_run(store.get_model_version(NAME, "1").run_id).data.tags[
+        "mlflow.source.git.commit"
+    ]
+    assert first[registry.REPLACED_VERSION] == "none"
+    assert third[registry.REPLACED_VERSION] == "1"
+    for promoted in (first, third):
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", promoted[registry.PROMOTED_AT]
+        )
+        assert f"@{socket.gethostname()} (pid {os.getpid()})" in promoted[registry.PROMOTED_BY]
+        assert promoted[registry.PROMOTED_GIT_COMMIT] == commit  # this checkout decided
+    assert first[registry.REPLACED_BY_VERSION] == "3"
+    assert first[registry.REPLACED_AT] >= first[registry.PROMOTED_AT]
+    assert not any(key.startswith("champion.") for key in second)  # never promoted
+
+
+class InterleavedClient:
+    """The real client, except that `between()` runs once right after the first `method` call:
+    another evaluate's whole promotion squeezed in between this one's read and its write."""
+
+    def __init__(self, inner, method: str, between):
+        self._inner, self._method, self._between, self._done = inner, method, between, False
+
+    def __getattr__(self, attr):
+        target = getattr(self._inner, attr)
+        if attr != self._method or self._done:
+            return target
+
+        def call(*args, **kwargs):
+            result = target(*args, **kwargs)
+            if not self._done:
+                self._done = True
+                self._between()
+            return result
+
+        return call
+
+
+def test_a_concurrent_better_promotion_between_read_and_write_is_not_lost(store, tmp_path):
+    """The lost update of a plain read-then-write: B (0.6) reads the champion (v1), A (0.7)
+    registers and takes the alias, then B writes its stale decision. B must hand it back."""
+    registry.register_run_model(evaluated_run(tmp_path, 0.5, 0), NAME)
+    run_a = evaluated_run(tmp_path, 0.7, 1)
+    run_b = evaluated_run(tmp_path, 0.6, 2)
+    outcome_a = []
+    client_b = InterleavedClient(
+        MlflowClient(),
+        "get_registered_model",  # B's first read of the alias: v1, B decides to promote v2
+        lambda: outcome_a.append(registry.register_run_model(run_a, NAME, MlflowClient())),
+    )
+    outcome_b = registry.register_run_model(run_b, NAME, client_b)
+
+    assert outcome_a[0].version == "3" and outcome_a[0].champion
+    assert outcome_a[0].previous_champion == "1"
+    assert outcome_b.version == "2" and not outcome_b.champion
+    assert "did not beat champion version 3 (test accuracy 0.7000)" in outcome_b.message()
+    assert str(store.get_model_version_by_alias(NAME, "champion").version) == "3"
+    # The trail tells the story: B moved the alias to v2 (from v1, as it had read it), then
+    # handed it back to v3.
+    assert _tags(store, "2")[registry.REPLACED_VERSION] == "1"
+    assert _tags(store, "2")[registry.REPLACED_BY_VERSION] == "3"
+    assert _tags(store, "3")[registry.REPLACED_VERSION] == "2"
+
+
+def test_an_excluded_version_loses_the_champion_at_the_next_evaluate(store, tmp_path):
+    for seed, accuracy in enumerate([0.5, 0.7]):
+        registry.register_run_model(evaluated_run(tmp_path, accuracy, seed), NAME)
+    store.set_model_version_tag(NAME, "2", registry.EXCLUDED, "true")  # found faulty
+
+    outcome = registry.register_run_model(evaluated_run(tmp_path, 0.6, 2), NAME)
+
+    assert outcome.champion and outcome.previous_champion == "2"
+    assert str(store.get_model_version_by_alias(NAME, "champion").version) == "3"
+    assert _tags(store, "2")[registry.REPLACED_BY_VERSION] == "3"

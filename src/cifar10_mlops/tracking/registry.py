@@ -5,12 +5,29 @@ registered as a new version of `mlflow.registered_model` (default `cifar10-resne
 tags (data_version, params_digest, test_accuracy, test_macro_f1, git_commit, dvc_experiment)
 and a short description.
 
-Promotion rule: the new version gets the alias `champion` when its held-out test accuracy is
-strictly higher than the current champion's (read from that version's `test_accuracy` tag),
-or when there is no champion yet (or the champion has no readable `test_accuracy` tag). A tie
-keeps the current champion: a retrain that only matches it is no reason to change the model
-users load. Accuracies are compared as logged; they are only meaningful against each other
-when measured on the same test set (compare the `data_version` tags).
+Promotion rule: the champion is the version with the highest held-out test accuracy (its
+`test_accuracy` tag), the earliest of equals; versions tagged `champion.excluded` = `true`
+(taken out by hand, e.g. a model found faulty) and versions without a readable accuracy never
+are. Registered one after another, that is the rule "a new version takes `champion` only when
+it is strictly better than the current one": a tie keeps the current champion. Accuracies are
+compared as logged; they are only meaningful against each other when measured on the same test
+set (compare the `data_version` tags).
+
+Concurrent evaluates (a team on one tracking server, `dvc queue start -j 2`): MLflow's alias
+update is a plain write, with no compare-and-set, so two evaluates that both read the old
+champion and then both move the alias would leave whichever wrote last. Instead each evaluate,
+after registering its version, loops: read every version, pick the best, read the alias, and
+stop when it already names the best; otherwise set it and go round again. Whoever writes last
+reads everything again after its write, and a version registered after that read is checked by
+its own evaluate, which reads everything later still: the alias ends on the best version
+whatever the interleaving (tests/tracking/test_registry.py forces the bad interleaving;
+tests/team/test_concurrent_promotion.py runs two processes against a server on PostgreSQL).
+
+Audit trail, as model-version tags: the version that takes the alias gets
+champion.promoted_at (UTC), champion.replaced_version (the version it took the alias from, as
+read just before, or `none`), champion.promoted_by (user@host, pid) and champion.git_commit
+(of the code that decided); the version that lost it gets champion.replaced_at and
+champion.replaced_by_version.
 
 Users load the champion with `mlflow.pyfunc.load_model("models:/<name>@champion")`; every
 version stays loadable as `models:/<name>/<version>`.
@@ -18,13 +35,30 @@ version stays loadable as `models:/<name>/<version>`.
 
 from __future__ import annotations
 
+import datetime
+import getpass
+import os
+import socket
 from dataclasses import dataclass
 
+from cifar10_mlops.core import config
 from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.tracking.provenance import git_commit
 from cifar10_mlops.tracking.runs import DIGEST_TAG, MODEL_ARTIFACT
 from cifar10_mlops.tracking.store import client
 
 CHAMPION = "champion"
+# Model-version tags of the audit trail, and the one that takes a version out of the running.
+PROMOTED_AT = "champion.promoted_at"
+REPLACED_VERSION = "champion.replaced_version"
+PROMOTED_BY = "champion.promoted_by"
+PROMOTED_GIT_COMMIT = "champion.git_commit"
+REPLACED_AT = "champion.replaced_at"
+REPLACED_BY_VERSION = "champion.replaced_by_version"
+EXCLUDED = "champion.excluded"
+# Each round either finds the alias on the best version or moves it there; rounds repeat only
+# while other evaluates write between a read and a write.
+MAX_ROUNDS = 50
 BACKBONES = {"resnet50": "ResNet50", "vgg16": "VGG16"}
 
 
@@ -143,8 +177,13 @@ def describe(run) -> str:
 
 def current_champion(mlflow_client, name: str):
     """The version holding the `champion` alias, or None."""
-    version = mlflow_client.get_registered_model(name).aliases.get(CHAMPION)
+    version = _alias_holder(mlflow_client, name)
     return None if version is None else mlflow_client.get_model_version(name, version)
+
+
+def _alias_holder(mlflow_client, name: str) -> str | None:
+    version = mlflow_client.get_registered_model(name).aliases.get(CHAMPION)
+    return None if version is None else str(version)
 
 
 def _tag_accuracy(version) -> float | None:
@@ -154,17 +193,87 @@ def _tag_accuracy(version) -> float | None:
         return None
 
 
+def all_versions(mlflow_client, name: str) -> list:
+    """Every version of `name`, tags included, through all result pages."""
+    versions, token = [], None
+    while True:
+        page = mlflow_client.search_model_versions(f"name = '{name}'", page_token=token)
+        versions.extend(page)
+        token = page.token
+        if not token:
+            return versions
+
+
+def best_version(versions):
+    """The highest test accuracy, the earliest of equals; None when no version can compete."""
+    candidates = [
+        (accuracy, -int(version.version), version)
+        for version in versions
+        if (accuracy := _tag_accuracy(version)) is not None
+        and str(version.tags.get(EXCLUDED, "")).lower() != "true"
+    ]
+    return max(candidates, key=lambda c: c[:2])[2] if candidates else None
+
+
+def promoter() -> str:
+    """Who moved the alias: user@host and the process."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (some containers)
+        user = f"uid{os.getuid()}" if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()} (pid {os.getpid()})"
+
+
+def _record_promotion(mlflow_client, name: str, version: str, replaced: str | None) -> None:
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    audit = {
+        PROMOTED_AT: now,
+        REPLACED_VERSION: replaced or "none",
+        PROMOTED_BY: promoter(),
+        PROMOTED_GIT_COMMIT: git_commit(config.ROOT),
+    }
+    for key, value in audit.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
+    if replaced is not None and replaced != version:
+        mlflow_client.set_model_version_tag(name, replaced, REPLACED_AT, now)
+        mlflow_client.set_model_version_tag(name, replaced, REPLACED_BY_VERSION, version)
+
+
+def settle_champion(mlflow_client, name: str) -> tuple[str | None, str | None]:
+    """Move `champion` to the best version until a fresh read finds it there.
+
+    Returns (the holder before, the holder now). Versions are read before the alias, so the
+    last writer's final check covers every version registered before it; see the module
+    docstring for why this ends on the best version under any interleaving."""
+    before = None
+    for round_number in range(MAX_ROUNDS):
+        best = best_version(all_versions(mlflow_client, name))
+        holder = _alias_holder(mlflow_client, name)
+        if round_number == 0:
+            before = holder
+        if best is None or holder == str(best.version):
+            return before, holder
+        mlflow_client.set_registered_model_alias(name, CHAMPION, best.version)
+        _record_promotion(mlflow_client, name, str(best.version), holder)
+    raise PipelineError(
+        f"registry: the `{CHAMPION}` alias of {name} did not settle in {MAX_ROUNDS} rounds "
+        "(other evaluates kept moving it); run evaluate again"
+    )
+
+
 def _promote(mlflow_client, name: str, version: str, accuracy: float) -> Registration:
-    champion = current_champion(mlflow_client, name)
-    champion_accuracy = _tag_accuracy(champion) if champion is not None else None
-    promote = champion_accuracy is None or accuracy > champion_accuracy
-    if promote:
-        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+    before, holder = settle_champion(mlflow_client, name)
+    version = str(version)
+    if holder == version:  # promoted: say what it took the alias from
+        previous = before if before != version else None
+    else:  # kept out by the champion now (the one before, or a concurrent better one)
+        previous = holder
+    previous_version = None if previous is None else mlflow_client.get_model_version(name, previous)
     return Registration(
         name=name,
-        version=str(version),
+        version=version,
         accuracy=accuracy,
-        champion=promote,
-        previous_champion=None if champion is None else str(champion.version),
-        previous_accuracy=champion_accuracy,
+        champion=holder == version,
+        previous_champion=previous,
+        previous_accuracy=None if previous_version is None else _tag_accuracy(previous_version),
     )
