@@ -10,7 +10,8 @@ from cifar10_mlops.data.arrays import load_npz
 from cifar10_mlops.tracking.epoch_logger import EpochMetricsLogger, log_missing_epochs
 from cifar10_mlops.tracking.lifecycle import run_lifecycle
 from cifar10_mlops.tracking.provenance import data_version, training_digest
-from cifar10_mlops.tracking.runs import start_pipeline_run
+from cifar10_mlops.tracking.runs import log_training_layout, start_pipeline_run
+from cifar10_mlops.training.cluster import require_chief
 from cifar10_mlops.training.fit import train_model
 
 
@@ -18,6 +19,8 @@ from cifar10_mlops.training.fit import train_model
 def main() -> None:
     with run_lifecycle():
         params = load_params(config.PARAMS_FILE)
+        if params.train.distribution == "multi_worker":
+            require_chief()  # the other tasks run `cifar10-mlops worker`
         train_data = load_npz(config.TRAIN_NPZ)
         version = data_version([config.TRAIN_NPZ, config.TEST_NPZ])
         start_pipeline_run(params, version, config.RUN_INFO_JSON)
@@ -31,12 +34,13 @@ def main() -> None:
             callbacks=[EpochMetricsLogger()],
         )
         log_missing_epochs(config.HISTORY_CSV)  # finished before a kill, not yet logged
+        log_training_layout(outcome.replicas, outcome.workers)
     resumed = (
         f", resumed after epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else ""
     )
     print(
         f"train: {outcome.epochs_run} epochs{resumed}, best epoch {outcome.best_epoch + 1} by "
-        f"{outcome.monitor}, {outcome.replicas} replica(s)"
+        f"{outcome.monitor}, {outcome.replicas} replica(s) in {outcome.workers} process(es)"
     )
 
 

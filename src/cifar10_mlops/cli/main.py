@@ -1,4 +1,5 @@
-"""The `cifar10-mlops` command: predict with a trained model, the CI metrics gate, presets."""
+"""The `cifar10-mlops` command: predict with a trained model, the CI metrics gate, presets, and
+a multi-worker training task."""
 
 from __future__ import annotations
 
@@ -50,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
     gate.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
     gate.add_argument("--baseline", type=Path, default=Path(".ci/baseline.json"))
 
+    worker = commands.add_parser(
+        "worker",
+        help="join multi-worker training as a non-chief task (TF_CONFIG or Slurm)",
+        description="Train in lockstep with the chief (`dvc repro` with TF_CONFIG); run from the "
+        "repository root of a checkout of the chief's commit and data. Writes nothing into the "
+        "repository; exits 0 when training ends.",
+    )
+    worker.add_argument(
+        "--weights-out",
+        type=Path,
+        help="also save the final weights to this .weights.h5 file (outside the repository)",
+    )
+
     preset = commands.add_parser(
         "preset",
         help="print a preset as `dvc exp run` arguments",
@@ -77,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         from cifar10_mlops.cli.predict import predict_to_csv
 
         return predict_to_csv(args.model, args.paths, args.output, args.batch_size, args.quiet)
+    if args.command == "worker":
+        from cifar10_mlops.cli.worker import run_worker
+
+        return run_worker(args.weights_out)
     if args.command == "preset":
         from cifar10_mlops.cli import presets
 

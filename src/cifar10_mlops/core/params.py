@@ -131,8 +131,12 @@ class TrainParams(_Strict):
     # auto: mixed float16 and XLA on a GPU, float32 without XLA on a CPU (where neither helps).
     mixed_precision: Literal["auto", "off", "float16", "bfloat16"] = "auto"
     jit_compile: Literal["auto", "on", "off"] = "auto"
-    # mirrored: tf.distribute.MirroredStrategy over every GPU (or every logical CPU).
-    distribution: Literal["none", "mirrored"] = "none"
+    # mirrored: tf.distribute.MirroredStrategy over every GPU (or every logical CPU);
+    # multi_worker: MultiWorkerMirroredStrategy over the tasks of TF_CONFIG or a Slurm job step.
+    distribution: Literal["none", "mirrored", "multi_worker"] = "none"
+    # multi_worker: how long the chief waits for every worker to join, and for a silent one
+    # before training stops with an error (no hang).
+    cluster_timeout_s: Annotated[int, Field(ge=5, le=86_400)] = 300
 
 
 class EvaluateParams(_Strict):

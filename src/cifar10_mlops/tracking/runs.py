@@ -143,6 +143,13 @@ def start_pipeline_run(
     return run_id
 
 
+def log_training_layout(replicas: int, workers: int) -> None:
+    """How many replicas (and processes) trained the run's model: tags, to filter runs by."""
+    configured_mlflow().set_tags(
+        {"cifar10_mlops.replicas": str(replicas), "cifar10_mlops.workers": str(workers)}
+    )
+
+
 def clear_training_state(run_id: str, state_path: Path | None = None) -> None:
     """The pipeline finished: the next train starts a fresh run. A state file naming another
     run (a newer training) is left alone."""

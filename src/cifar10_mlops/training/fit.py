@@ -8,6 +8,7 @@ value in the history, so a resumed run keeps comparing against it).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +22,21 @@ from cifar10_mlops.core.quiet_tensorflow import keras
 from cifar10_mlops.data.arrays import LabelledImages
 from cifar10_mlops.data.split import stratified_split
 from cifar10_mlops.model.build import build_model
+from cifar10_mlops.training.cluster import (
+    cluster_errors,
+    global_batch_norm,
+    keras_multi_worker_fit,
+    share_chief_state,
+    training_fingerprint,
+)
 from cifar10_mlops.training.inputs import make_dataset
 from cifar10_mlops.training.optimization import compile_model
 from cifar10_mlops.training.resume import EpochBackup, TrainingState
 from cifar10_mlops.training.runtime import resolve_runtime, seed_everything
 from cifar10_mlops.training.schedule import learning_rate_at
+
+
+TENSORFLOW_CLUSTER_LOG = "tensorflow-cluster.log"  # multi_worker: TensorFlow's C++ log
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class TrainingOutcome:
     monitor: str
     resumed_from_epoch: int
     replicas: int
+    workers: int  # processes that trained together (multi_worker), else 1
 
 
 def train_model(
@@ -53,32 +65,46 @@ def train_model(
     `callbacks` run last at each epoch's end, after the backup (the train stage passes its
     MLflow logger here, so an epoch is logged only once it is backed up)."""
     cfg = params.train
+    # First: a multi-worker strategy must exist before any other TensorFlow op.
+    runtime = resolve_runtime(cfg, Path(checkpoint_dir) / TENSORFLOW_CLUSTER_LOG)
     seed_everything(cfg)
     validation = None
     if cfg.validation_split > 0:
         train_data, validation = stratified_split(
             train_data, cfg.validation_split, cfg.seed, key="train.validation_split"
         )
-    runtime = resolve_runtime(cfg)
     keras.mixed_precision.set_global_policy(runtime.mixed_precision)
     with runtime.strategy.scope():
         model = build_model(params.model, num_classes=len(train_data.class_names))
         compile_model(model, cfg, runtime.jit_compile)
         state = TrainingState(Path(checkpoint_dir), resume_key)
         resumed_from = state.restore(model)  # in the scope: it builds the optimizer's variables
-
     monitor = cfg.monitor if validation is not None else "loss"
-    history = model.fit(
-        make_dataset(train_data, cfg.batch_size, cfg.seed, cfg.augment, cfg.crop_padding),
-        validation_data=(
-            make_dataset(validation, cfg.batch_size, shuffle_seed=None) if validation else None
-        ),
-        epochs=cfg.epochs,
-        initial_epoch=resumed_from,  # the learning rate schedule counts from here too
-        shuffle=False,  # the tf.data pipeline shuffles; fit's own flag only warns
-        callbacks=[*_callbacks(cfg, monitor, state), *callbacks],
-        verbose=verbose,
-    )
+    shard = runtime.cluster is not None
+    with contextlib.ExitStack() as multi_worker:
+        if runtime.cluster is not None:
+            log = Path(checkpoint_dir) / TENSORFLOW_CLUSTER_LOG
+            multi_worker.enter_context(cluster_errors(runtime.cluster, cfg.cluster_timeout_s, log))
+            # Only the chief keeps backups: every task continues from its state.
+            fingerprint = training_fingerprint(params, train_data.images, train_data.labels)
+            resumed_from = share_chief_state(runtime.strategy, model, resumed_from, fingerprint)
+            multi_worker.enter_context(keras_multi_worker_fit(model, runtime.strategy))
+            multi_worker.enter_context(global_batch_norm(model))
+        history = model.fit(
+            make_dataset(
+                train_data, cfg.batch_size, cfg.seed, cfg.augment, cfg.crop_padding, shard=shard
+            ),
+            validation_data=(
+                make_dataset(validation, cfg.batch_size, shuffle_seed=None, shard=shard)
+                if validation
+                else None
+            ),
+            epochs=cfg.epochs,
+            initial_epoch=resumed_from,  # the learning rate schedule counts from here too
+            shuffle=False,  # the tf.data pipeline shuffles; fit's own flag only warns
+            callbacks=[*_callbacks(cfg, monitor, state), *callbacks],
+            verbose=verbose,
+        )
     del history  # the CSV in the state dir holds every epoch, resumed ones included
     rows = state.history_rows()
     scores = [float(row[monitor]) for row in rows]
@@ -91,6 +117,7 @@ def train_model(
         monitor=monitor,
         resumed_from_epoch=resumed_from,
         replicas=runtime.strategy.num_replicas_in_sync,
+        workers=runtime.cluster.size if runtime.cluster else 1,
     )
 
 

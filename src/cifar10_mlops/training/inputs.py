@@ -16,8 +16,12 @@ def make_dataset(
     shuffle_seed: int | None,
     augment: bool = False,
     crop_padding: int = 4,
+    shard: bool = False,
 ):
-    """Batches of uint8 images straight from the arrays: the model casts and normalises."""
+    """Batches of uint8 images straight from the arrays: the model casts and normalises.
+
+    `shard`: multi-worker training, where each worker takes its share of every global batch
+    (the arrays are in memory, not in files that could be split between workers)."""
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
@@ -29,7 +33,12 @@ def make_dataset(
         dataset = dataset.map(
             _augmenter(crop_padding, seed=shuffle_seed or 0), num_parallel_calls=tf.data.AUTOTUNE
         )
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    if shard:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        dataset = dataset.with_options(options)
+    return dataset
 
 
 def _augmenter(padding: int, seed: int):

@@ -1,0 +1,67 @@
+"""`cifar10-mlops worker`: one non-chief task of multi-worker training.
+
+Run from the repository root of a checkout of the chief's commit, with its params.yaml and
+data/processed/train.npz (`dvc pull`, or a shared path), and TF_CONFIG (or Slurm) naming this
+task. It trains in lockstep with the chief and exits 0 when training ends. It writes nothing
+into the repository: its scratch files (TensorFlow's log, its model) live in a temporary
+directory, removed on success and named in the error otherwise.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from cifar10_mlops.core import config
+from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.params import load_params
+from cifar10_mlops.data.arrays import load_npz
+from cifar10_mlops.training.cluster import describe_cluster
+
+
+def run_worker(weights_out: Path | None = None) -> int:
+    """Train as this task of the cluster; `weights_out`: also save the final (best-epoch)
+    weights there, e.g. to compare them with the chief's."""
+    if weights_out is not None and not weights_out.name.endswith(".weights.h5"):
+        raise PipelineError(f"--weights-out {weights_out}: the file name must end in .weights.h5")
+    params = load_params(config.PARAMS_FILE)
+    if params.train.distribution != "multi_worker":
+        raise PipelineError(
+            f"{config.PARAMS_FILE}: train.distribution is {params.train.distribution!r}; a "
+            "worker joins multi_worker training: set train.distribution: multi_worker here and "
+            "on the chief"
+        )
+    cluster = describe_cluster()
+    if cluster.is_chief:
+        raise PipelineError(
+            f"{cluster.source} names this task the chief (rank 0 of {cluster.size}): run "
+            "`dvc repro` there; `cifar10-mlops worker` is for the other tasks"
+        )
+    train_data = load_npz(config.TRAIN_NPZ)
+    from cifar10_mlops.training.fit import train_model
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"cifar10-mlops-worker-{cluster.rank}-"))
+    try:
+        outcome = train_model(
+            params,
+            train_data,
+            scratch / "model.keras",
+            scratch / "history.csv",
+            scratch / "state",
+            resume_key="worker",
+        )
+        if weights_out is not None:
+            outcome.model.save_weights(weights_out)
+    except BaseException:
+        print(f"worker: scratch files kept in {scratch}")
+        raise
+    shutil.rmtree(scratch, ignore_errors=True)
+    resumed = (
+        f", resumed after epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else ""
+    )
+    print(
+        f"worker: rank {cluster.rank} of {cluster.size} done after epoch {params.train.epochs}"
+        f"{resumed}, {outcome.replicas} replica(s)"
+    )
+    return 0
