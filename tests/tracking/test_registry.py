@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from cifar10_mlops.core import config
 from cifar10_mlops.core.errors import PipelineError
@@ -201,3 +202,47 @@ def test_an_excluded_version_loses_the_champion_at_the_next_evaluate(store, tmp_
     assert outcome.champion and outcome.previous_champion == "2"
     assert str(store.get_model_version_by_alias(NAME, "champion").version) == "3"
     assert _tags(store, "2")[registry.REPLACED_BY_VERSION] == "3"
+
+
+class FailsOnceLikeARace:
+    """The real client, except that the first call of `method` fails the way a concurrent
+    writer of the same key made it fail on the team server (PostgreSQL), after the other
+    writer's row went in: the call is made, then the unique-key error is raised."""
+
+    ERROR = (
+        "BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique "
+        'constraint "model_version_tag_pk"'
+    )
+
+    def __init__(self, inner, method: str, error: str = ERROR):
+        self._inner, self._method, self._error, self.failed = inner, method, error, 0
+
+    def __getattr__(self, attr):
+        target = getattr(self._inner, attr)
+        if attr != self._method or self.failed:
+            return target
+
+        def call(*args, **kwargs):
+            result = target(*args, **kwargs)
+            if self.failed:
+                return result
+            self.failed += 1
+            raise MlflowException(self._error)
+
+        return call
+
+
+@pytest.mark.parametrize("method", ["set_model_version_tag", "set_registered_model_alias"])
+def test_a_unique_key_clash_with_a_concurrent_writer_is_written_again(store, tmp_path, method):
+    run_id = evaluated_run(tmp_path, 0.5, 0)
+    client = FailsOnceLikeARace(MlflowClient(), method)
+    outcome = registry.register_run_model(run_id, NAME, client)
+    assert client.failed == 1 and outcome.champion
+    assert _tags(store, "1")[registry.REPLACED_VERSION] == "none"
+
+
+def test_other_registry_errors_are_not_retried(store, tmp_path):
+    run_id = evaluated_run(tmp_path, 0.5, 0)
+    client = FailsOnceLikeARace(MlflowClient(), "set_model_version_tag", "PERMISSION_DENIED")
+    with pytest.raises(MlflowException, match="PERMISSION_DENIED"):
+        registry.register_run_model(run_id, NAME, client)

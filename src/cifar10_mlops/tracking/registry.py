@@ -36,6 +36,7 @@ version stays loadable as `models:/<name>/<version>`.
 from __future__ import annotations
 
 import datetime
+import functools
 import getpass
 import os
 import socket
@@ -59,6 +60,7 @@ EXCLUDED = "champion.excluded"
 # Each round either finds the alias on the best version or moves it there; rounds repeat only
 # while other evaluates write between a read and a write.
 MAX_ROUNDS = 50
+UPSERT_ATTEMPTS = 5
 BACKBONES = {"resnet50": "ResNet50", "vgg16": "VGG16"}
 
 
@@ -224,6 +226,23 @@ def promoter() -> str:
     return f"{user}@{socket.gethostname()} (pid {os.getpid()})"
 
 
+def _upsert(write) -> None:
+    """MLflow's SQL store writes a tag or an alias as select-then-insert (session.merge): two
+    processes writing the same key at once can make one fail on the unique key (seen on
+    PostgreSQL: "duplicate key value violates unique constraint model_version_tag_pk"). The row
+    exists by then, so writing again updates it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(UPSERT_ATTEMPTS):
+        try:
+            write()
+            return
+        except MlflowException as exc:
+            text = str(exc).lower()
+            if attempt + 1 == UPSERT_ATTEMPTS or ("unique" not in text and "duplicate" not in text):
+                raise
+
+
 def _record_promotion(mlflow_client, name: str, version: str, replaced: str | None) -> None:
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     audit = {
@@ -232,11 +251,11 @@ def _record_promotion(mlflow_client, name: str, version: str, replaced: str | No
         PROMOTED_BY: promoter(),
         PROMOTED_GIT_COMMIT: git_commit(config.ROOT),
     }
-    for key, value in audit.items():
-        mlflow_client.set_model_version_tag(name, version, key, value)
+    tags = [(version, key, value) for key, value in audit.items()]
     if replaced is not None and replaced != version:
-        mlflow_client.set_model_version_tag(name, replaced, REPLACED_AT, now)
-        mlflow_client.set_model_version_tag(name, replaced, REPLACED_BY_VERSION, version)
+        tags += [(replaced, REPLACED_AT, now), (replaced, REPLACED_BY_VERSION, version)]
+    for tagged, key, value in tags:
+        _upsert(functools.partial(mlflow_client.set_model_version_tag, name, tagged, key, value))
 
 
 def settle_champion(mlflow_client, name: str) -> tuple[str | None, str | None]:
@@ -253,7 +272,11 @@ def settle_champion(mlflow_client, name: str) -> tuple[str | None, str | None]:
             before = holder
         if best is None or holder == str(best.version):
             return before, holder
-        mlflow_client.set_registered_model_alias(name, CHAMPION, best.version)
+        _upsert(
+            functools.partial(
+                mlflow_client.set_registered_model_alias, name, CHAMPION, best.version
+            )
+        )
         _record_promotion(mlflow_client, name, str(best.version), holder)
     raise PipelineError(
         f"registry: the `{CHAMPION}` alias of {name} did not settle in {MAX_ROUNDS} rounds "
