@@ -192,7 +192,9 @@ def history_losses(path: Path) -> list[float]:
 
 
 def assert_same_weights(chief: Path, worker_weights: Path) -> None:
-    for ours, theirs in zip(model_weights(chief), model_weights(chief, worker_weights), strict=True):
+    for ours, theirs in zip(
+        model_weights(chief), model_weights(chief, worker_weights), strict=True
+    ):
         np.testing.assert_array_equal(ours, theirs)
 
 

@@ -43,6 +43,7 @@ class Cluster:
     addresses: tuple[str, ...]
     rank: int  # 0: the chief
     source: str  # "TF_CONFIG" or "Slurm"
+    task: tuple[str, int] = ("worker", 0)  # this process's job and index in the cluster
 
     @property
     def is_chief(self) -> bool:
@@ -61,7 +62,8 @@ def describe_cluster(environ: dict[str, str] | None = None) -> Cluster:
     if "SLURM_PROCID" in env and ("SLURM_STEP_NUM_TASKS" in env or "SLURM_NTASKS" in env):
         tasks = int(env.get("SLURM_STEP_NUM_TASKS") or env["SLURM_NTASKS"])
         nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "?")
-        return Cluster(tuple(f"{nodes}#{i}" for i in range(tasks)), int(env["SLURM_PROCID"]), "Slurm")
+        rank = int(env["SLURM_PROCID"])
+        return Cluster(tuple(f"{nodes}#{i}" for i in range(tasks)), rank, "Slurm", ("worker", rank))
     raise PipelineError(
         "train.distribution is multi_worker but no cluster is described: set TF_CONFIG "
         '(\'{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}\') '
@@ -113,7 +115,8 @@ def _from_tf_config(text: str) -> Cluster:
     key = (task.get("type"), task.get("index", 0))
     if key not in ranks:
         raise bad(f"task {key[0]!r} index {key[1]!r} is not in the cluster")
-    return Cluster(tuple(address for _, _, address in order), ranks[key], "TF_CONFIG")
+    addresses = tuple(address for _, _, address in order)
+    return Cluster(addresses, ranks[key], "TF_CONFIG", (str(key[0]), int(key[1])))
 
 
 def connect(cluster: Cluster, timeout_s: int, tensorflow_log: Path | None) -> Any:
@@ -181,24 +184,42 @@ def _send_tensorflow_log_to(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def cluster_errors(
-    cluster: Cluster, timeout_s: int, tensorflow_log: Path | None
-) -> Iterator[None]:
+def cluster_errors(cluster: Cluster, timeout_s: int, tensorflow_log: Path | None) -> Iterator[None]:
     """A lost task surfaces as one line naming it, instead of TensorFlow's page of RPC errors."""
     import tensorflow as tf
 
+    lost = None
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
             tf.errors.CancelledError, tf.errors.InternalError) as error:  # fmt: skip
-        raise _cluster_error(error, cluster, timeout_s, tensorflow_log, joining=False) from None
+        lost = _cluster_error(error, cluster, timeout_s, tensorflow_log, joining=False)
+    if lost is not None:
+        _quiet_abandoned_thread_pools()
+        raise lost
+
+
+def _quiet_abandoned_thread_pools() -> None:
+    """A step aborted mid-collective leaves TensorFlow's thread pool of that step unclosed; at
+    exit its __del__ writes to a pipe already closed and Python prints "Exception ignored in
+    Pool.__del__" with a traceback under the one-line error. Only that message is dropped."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        from_pool = getattr(unraisable.object, "__qualname__", "") == "Pool.__del__"
+        if not (from_pool and issubclass(unraisable.exc_type, OSError)):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 def _cluster_error(
     error: Exception, cluster: Cluster, timeout_s: int, tensorflow_log: Path | None, joining: bool
 ) -> PipelineError:
-    tasks = sorted(set(re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", str(error))))
-    named = ", ".join(f"{job} {task}" for job, task in tasks) or "a task"
+    # TensorFlow names the task that reports the error and the ones it lost: name the others.
+    found = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", str(error))
+    tasks = sorted({(job, int(index)) for job, index in found} - {cluster.task})
+    named = ", ".join(f"{job} {index}" for job, index in tasks) or "a task"
     role = "chief" if cluster.is_chief else f"worker (rank {cluster.rank})"
     if joining:
         what = (
@@ -226,9 +247,12 @@ def training_fingerprint(params: Params, images: np.ndarray, labels: np.ndarray)
     return digest.digest()[:16]
 
 
-def share_chief_state(strategy, model, finished_epochs: int, fingerprint: bytes) -> int:
-    """Give every worker the chief's weights, optimizer state and finished epochs; stop every
-    task when one trains on other params or data. Returns the chief's finished epochs."""
+def share_chief_state(strategy, model, restored, finished_epochs: int, fingerprint: bytes) -> int:
+    """Give every task the chief's weights, optimizer state and finished epochs; stop every
+    task when one trains on other params or data. Returns the chief's finished epochs.
+
+    `restored`: on the chief, a local model holding its backup (None: the distributed model's
+    own values are the state)."""
     import tensorflow as tf
 
     chief = bool(strategy.extended.should_checkpoint)
@@ -245,7 +269,8 @@ def share_chief_state(strategy, model, finished_epochs: int, fingerprint: bytes)
             "chief's commit with its data (`dvc pull`)"
         )
     variables = [*model.weights, *model.optimizer.variables]
-    values = [tf.convert_to_tensor(v) for v in variables]
+    source = restored if chief and restored is not None else model
+    values = [tf.convert_to_tensor(v) for v in [*source.weights, *source.optimizer.variables]]
     values = values if chief else [tf.zeros_like(value) for value in values]
     for variable, value in zip(variables, _from_chief(strategy, values), strict=True):
         variable.assign(value)
@@ -258,13 +283,22 @@ def _from_chief(strategy, tensors: list) -> list:
 
 
 def _sum(strategy, tensors: list) -> list:
-    """Each tensor summed over every task (one reduce per tensor: no giant buffer)."""
+    """Each tensor summed over every task, in one traced function (run eagerly, TensorFlow
+    would start a thread pool per tensor)."""
+    import tensorflow as tf
 
-    def summed(tensor):
-        local = strategy.experimental_distribute_values_from_function(lambda context: tensor)
-        return strategy.reduce("SUM", local, axis=None)
+    @tf.function
+    def summed(values):
+        return [
+            strategy.reduce(
+                "SUM",
+                strategy.experimental_distribute_values_from_function(lambda _, v=value: v),
+                axis=None,
+            )
+            for value in values
+        ]
 
-    return [summed(tensor) for tensor in tensors]
+    return summed(tensors)
 
 
 @contextlib.contextmanager

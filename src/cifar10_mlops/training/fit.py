@@ -35,7 +35,6 @@ from cifar10_mlops.training.resume import EpochBackup, TrainingState
 from cifar10_mlops.training.runtime import resolve_runtime, seed_everything
 from cifar10_mlops.training.schedule import learning_rate_at
 
-
 TENSORFLOW_CLUSTER_LOG = "tensorflow-cluster.log"  # multi_worker: TensorFlow's C++ log
 
 
@@ -78,7 +77,10 @@ def train_model(
         model = build_model(params.model, num_classes=len(train_data.class_names))
         compile_model(model, cfg, runtime.jit_compile)
         state = TrainingState(Path(checkpoint_dir), resume_key)
-        resumed_from = state.restore(model)  # in the scope: it builds the optimizer's variables
+        if runtime.cluster is None:
+            resumed_from = state.restore(model)  # in the scope: it builds the optimizer's state
+        else:
+            model.optimizer.build(model.trainable_variables)  # the same on every task
     monitor = cfg.monitor if validation is not None else "loss"
     shard = runtime.cluster is not None
     with contextlib.ExitStack() as multi_worker:
@@ -86,8 +88,13 @@ def train_model(
             log = Path(checkpoint_dir) / TENSORFLOW_CLUSTER_LOG
             multi_worker.enter_context(cluster_errors(runtime.cluster, cfg.cluster_timeout_s, log))
             # Only the chief keeps backups: every task continues from its state.
+            backup, resumed_from = _chief_backup(
+                params, state, runtime.cluster.is_chief, len(train_data.class_names)
+            )
             fingerprint = training_fingerprint(params, train_data.images, train_data.labels)
-            resumed_from = share_chief_state(runtime.strategy, model, resumed_from, fingerprint)
+            resumed_from = share_chief_state(
+                runtime.strategy, model, backup, resumed_from, fingerprint
+            )
             multi_worker.enter_context(keras_multi_worker_fit(model, runtime.strategy))
             multi_worker.enter_context(global_batch_norm(model))
         history = model.fit(
@@ -119,6 +126,19 @@ def train_model(
         replicas=runtime.strategy.num_replicas_in_sync,
         workers=runtime.cluster.size if runtime.cluster else 1,
     )
+
+
+def _chief_backup(
+    params: Params, state: TrainingState, is_chief: bool, num_classes: int
+) -> tuple[keras.Model | None, int]:
+    """Multi-worker: the chief's newest backup, loaded into a local copy of the model (loading
+    into the distributed model would run collectives that the other tasks do not), and its
+    finished epochs. (None, 0) on the other tasks and when there is nothing to resume."""
+    if not is_chief or not state.has_backup():
+        return None, 0
+    local = build_model(params.model, num_classes=num_classes)
+    compile_model(local, params.train, jit_compile=False)
+    return local, state.restore(local)
 
 
 def _save_best_epoch(

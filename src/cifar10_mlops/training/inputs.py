@@ -36,7 +36,9 @@ def make_dataset(
     dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
     if shard:
         options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
         dataset = dataset.with_options(options)
     return dataset
 

@@ -62,6 +62,10 @@ class TrainingState:
             raise RuntimeError(f"{self.directory}: no epoch backed up yet")
         return self.latest / "best.weights.h5"
 
+    def has_backup(self) -> bool:
+        """Whether a backup (complete or not) is there to try."""
+        return any(p.name[6:].isdigit() for p in self.directory.glob("epoch-*"))
+
     def restore(self, model: keras.Model) -> int:
         """Load the newest readable backup into the compiled `model` and return its epoch
         count; 0 (nothing loaded, no history) when the training starts afresh. Everything
