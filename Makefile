@@ -16,10 +16,10 @@ unexport PYTHONDONTWRITEBYTECODE
 export DVC_NO_ANALYTICS := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock repro test test-fast lint format
+.PHONY: help install lock repro test test-fast lint format team-stack team-stack-down
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,3 +64,12 @@ lint: install ## ruff check, ruff format --check, mypy over the package
 format: install ## rewrite the code in the house style (ruff format, ruff check --fix)
 	$(BIN)/ruff check --fix src tests benchmarks docs
 	$(BIN)/ruff format src tests benchmarks docs
+
+# PostgreSQL + SeaweedFS (S3) + an MLflow server on 127.0.0.1, state and data in .team-stack/
+# (docs/team-setup.md; tests/team start it the same way). TEAM_STACK_DIR=dir puts it elsewhere.
+TEAM_STACK_DIR ?= .team-stack
+team-stack: install ## start the team stack (PostgreSQL, S3, MLflow server); prints the exports
+	$(BIN)/python -m cifar10_mlops.team_stack up --dir $(TEAM_STACK_DIR)
+
+team-stack-down: ## stop the team stack (its data stays; PURGE=1 deletes it)
+	$(BIN)/python -m cifar10_mlops.team_stack down --dir $(TEAM_STACK_DIR) $(if $(PURGE),--purge)

@@ -16,123 +16,20 @@ directory itself, which only works when client and server share a disk.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers.pipeline import TINY_PARAMS, VENV_BIN, make_pipeline_repo, pipeline_env
+from tests.helpers.pipeline import TINY_PARAMS, VENV_BIN, make_pipeline_repo
+from tests.helpers.tracking_server import (
+    EXPERIMENT,
+    TrackingServer,
+    artifact_files,
+    run_with_env,
+)
 
 pytestmark = pytest.mark.slow
-
-EXPERIMENT = "cifar10-mlops"
-STARTUP_TIMEOUT_S = 90  # the first start creates the schema; ~15 s on 2 busy cores
-PIPELINE_TIMEOUT_S = 1200
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's whole process group (the CLI and its uvicorn child), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    for sig, wait_s in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-class TrackingServer:
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.backend = workdir / "server.db"
-        self.artifacts = workdir / "artifacts"
-        self.log = workdir / "server.log"
-        self.process: subprocess.Popen | None = None
-        self.url = ""
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else "(no log)"
-
-    def start(self, attempts: int = 3) -> str:
-        """Start on a free port; retry with a new one if another process took it meanwhile."""
-        for _ in range(attempts):
-            port = _free_port()
-            self.url = f"http://127.0.0.1:{port}"
-            env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-            # The server's job runner (a pool of huey consumers for GenAI jobs) is not needed
-            # to track runs; without it the server is two processes instead of nine.
-            env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
-            with open(self.log, "ab") as log:
-                self.process = subprocess.Popen(
-                    [
-                        str(VENV_BIN / "mlflow"),
-                        "server",
-                        "--backend-store-uri",
-                        f"sqlite:///{self.backend}",
-                        "--artifacts-destination",
-                        str(self.artifacts),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--workers",
-                        "1",
-                    ],
-                    cwd=self.workdir,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # its own process group, so _stop reaches uvicorn
-                )
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while time.monotonic() < deadline:
-                if _healthy(self.url):
-                    return self.url
-                if self.process.poll() is not None:
-                    break  # exited: port taken, bad flag, ...; the log says which
-                time.sleep(0.5)
-            else:
-                self.stop()
-                pytest.fail(
-                    f"mlflow server gave no answer on {self.url}/health within "
-                    f"{STARTUP_TIMEOUT_S} s; its log:\n{self.log_text()}"
-                )
-            if "address already in use" not in self.log_text().lower():
-                break
-        self.stop()
-        pytest.fail(
-            f"mlflow server exited with {self.process.returncode}; its log:\n{self.log_text()}"
-        )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            _stop(self.process)
 
 
 @pytest.fixture(scope="module")
@@ -143,20 +40,6 @@ def server(tmp_path_factory):
         yield tracking
     finally:
         tracking.stop()
-
-
-def run_with_env(root: Path, *args: str, extra_env: dict[str, str]) -> subprocess.CompletedProcess:
-    """tests.helpers.pipeline.run strips MLFLOW_* from the environment; this one adds some back."""
-    env = {**pipeline_env(root), **extra_env}
-    result = subprocess.run(
-        args, cwd=root, env=env, capture_output=True, text=True, timeout=PIPELINE_TIMEOUT_S
-    )
-    if result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(args)} exited {result.returncode}\nstdout:\n{result.stdout[-4000:]}\n"
-            f"stderr:\n{result.stderr[-4000:]}"
-        )
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -235,16 +118,9 @@ def test_params_and_metrics_read_back_through_the_server(repo, logged):
     assert mlrun.data.metrics["test_loss"] == pytest.approx(metrics["loss"])
 
 
-def _artifact_files(client, run_id: str, path: str | None = None) -> list[str]:
-    files = []
-    for item in client.list_artifacts(run_id, path):
-        files.extend(_artifact_files(client, run_id, item.path) if item.is_dir else [item.path])
-    return files
-
-
 def test_reports_and_plots_download_byte_for_byte(repo, logged, tmp_path):
     client, mlrun = logged
-    logged_files = _artifact_files(client, mlrun.info.run_id, "reports")
+    logged_files = artifact_files(client, mlrun.info.run_id, "reports")
     assert "reports/metrics.json" in logged_files
     pngs = [path for path in logged_files if path.endswith(".png")]
     assert any(path.endswith("confusion_matrix.png") for path in pngs), logged_files

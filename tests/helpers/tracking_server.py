@@ -1,0 +1,118 @@
+"""A real `mlflow server` for the tests, and running a pipeline command against one.
+
+TrackingServer: one server as a subprocess on 127.0.0.1 (sqlite backend, proxied artifacts in a
+local directory). The team stack (cifar10_mlops.team_stack: PostgreSQL, S3, a server) is
+started through `make team-stack` instead (tests/team/conftest.py); both use that module's
+port, health and stop helpers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from cifar10_mlops.team_stack import free_ports, http_ok, stop_process_group
+from tests.helpers.pipeline import VENV_BIN, pipeline_env
+
+EXPERIMENT = "cifar10-mlops"
+STARTUP_TIMEOUT_S = 90  # the first start creates the schema; ~15 s on 2 busy cores
+PIPELINE_TIMEOUT_S = 1200
+
+
+class TrackingServer:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.backend = workdir / "server.db"
+        self.artifacts = workdir / "artifacts"
+        self.log = workdir / "server.log"
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else "(no log)"
+
+    def start(self, attempts: int = 3) -> str:
+        """Start on a free port; retry with a new one if another process took it meanwhile."""
+        for _ in range(attempts):
+            port = free_ports(1)[0]
+            self.url = f"http://127.0.0.1:{port}"
+            env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+            # The server's job runner (a pool of huey consumers for GenAI jobs) is not needed
+            # to track runs; without it the server is two processes instead of nine.
+            env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+            with open(self.log, "ab") as log:
+                self.process = subprocess.Popen(
+                    [
+                        str(VENV_BIN / "mlflow"),
+                        "server",
+                        "--backend-store-uri",
+                        f"sqlite:///{self.backend}",
+                        "--artifacts-destination",
+                        str(self.artifacts),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--workers",
+                        "1",
+                    ],
+                    cwd=self.workdir,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # its own process group, so stop() reaches uvicorn
+                )
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            while time.monotonic() < deadline:
+                if http_ok(f"{self.url}/health"):
+                    return self.url
+                if self.process.poll() is not None:
+                    break  # exited: port taken, bad flag, ...; the log says which
+                time.sleep(0.5)
+            else:
+                self.stop()
+                pytest.fail(
+                    f"mlflow server gave no answer on {self.url}/health within "
+                    f"{STARTUP_TIMEOUT_S} s; its log:\n{self.log_text()}"
+                )
+            if "address already in use" not in self.log_text().lower():
+                break
+        self.stop()
+        pytest.fail(
+            f"mlflow server exited with {self.process.returncode}; its log:\n{self.log_text()}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM the server's whole process group (the CLI and its uvicorn child), then SIGKILL."""
+        if self.process is not None and self.process.poll() is None:
+            stop_process_group(self.process.pid)
+            self.process.wait(timeout=10)
+
+
+def run_with_env(
+    root: Path, *args: str, extra_env: dict[str, str], timeout: int = PIPELINE_TIMEOUT_S
+) -> subprocess.CompletedProcess:
+    """tests.helpers.pipeline.run strips MLFLOW_* from the environment; this one adds some back."""
+    env = {**pipeline_env(root), **extra_env}
+    result = subprocess.run(
+        args, cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(args)} exited {result.returncode}\nstdout:\n{result.stdout[-4000:]}\n"
+            f"stderr:\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def artifact_files(client, run_id: str, path: str | None = None) -> list[str]:
+    """Every artifact file of a run under `path`, listed through the client."""
+    files = []
+    for item in client.list_artifacts(run_id, path):
+        files.extend(artifact_files(client, run_id, item.path) if item.is_dir else [item.path])
+    return files
