@@ -98,6 +98,33 @@ def test_the_train_stage_refuses_to_run_on_a_worker(monkeypatch):
         require_chief()
 
 
+@pytest.mark.parametrize(
+    ("arguments", "environ", "message"),
+    [
+        ([], {}, "train.distribution is 'none'; a worker joins multi_worker training"),
+        (["-S", "train.distribution=multi_worker"], {}, "no cluster is described"),
+        (
+            ["-S", "train.distribution=multi_worker"],
+            {"TF_CONFIG": tf_config([2222, 2223], 0)},
+            "names this task the chief (rank 0 of 2): run `dvc repro` there",
+        ),
+        (["--weights-out", "w.h5"], {}, "--weights-out w.h5: the file name must end in"),
+        (["-S", "train.epochs=zero"], {}, "train.epochs"),
+    ],
+)
+def test_the_worker_command_refuses_with_one_line(arguments, environ, message, monkeypatch, capsys):
+    from cifar10_mlops.cli.main import main
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    for key, value in environ.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as exited:
+        main(["worker", *arguments])
+    assert exited.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error:") and message in line
+
+
 # --- two real workers ----------------------------------------------------------------------
 
 MULTI_WORKER = deep_update(

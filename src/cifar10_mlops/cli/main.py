@@ -59,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
         "repository; exits 0 when training ends.",
     )
     worker.add_argument(
+        "-S",
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a params.yaml change, as the chief's `dvc exp run -S` got it (repeatable)",
+    )
+    worker.add_argument(
         "--weights-out",
         type=Path,
         help="also save the final weights to this .weights.h5 file (outside the repository)",
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         from cifar10_mlops.cli.worker import run_worker
 
-        return run_worker(args.weights_out)
+        return run_worker(args.weights_out, args.assignments)
     if args.command == "preset":
         from cifar10_mlops.cli import presets
 

@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+
+import yaml
 
 from cifar10_mlops.core import config
 from cifar10_mlops.core.errors import PipelineError
-from cifar10_mlops.core.params import load_params
+from cifar10_mlops.core.params import Params, load_params, parse_params
 from cifar10_mlops.data.arrays import load_npz
 from cifar10_mlops.training.cluster import describe_cluster
 
 
-def run_worker(weights_out: Path | None = None) -> int:
+def run_worker(weights_out: Path | None = None, assignments: Sequence[str] = ()) -> int:
     """Train as this task of the cluster; `weights_out`: also save the final (best-epoch)
-    weights there, e.g. to compare them with the chief's."""
+    weights there, e.g. to compare them with the chief's. `assignments`: KEY=VALUE changes to
+    params.yaml, the ones the chief's `dvc exp run -S` got (the file itself is not written)."""
     if weights_out is not None and not weights_out.name.endswith(".weights.h5"):
         raise PipelineError(f"--weights-out {weights_out}: the file name must end in .weights.h5")
-    params = load_params(config.PARAMS_FILE)
+    params = _params_with(assignments)
     if params.train.distribution != "multi_worker":
         raise PipelineError(
             f"{config.PARAMS_FILE}: train.distribution is {params.train.distribution!r}; a "
@@ -65,3 +69,15 @@ def run_worker(weights_out: Path | None = None) -> int:
         f"{resumed}, {outcome.replicas} replica(s)"
     )
     return 0
+
+
+def _params_with(assignments: Sequence[str]) -> Params:
+    from cifar10_mlops.cli.presets import apply_overrides, parse_assignment
+
+    params = load_params(config.PARAMS_FILE)  # the file's own errors first
+    if not assignments:
+        return params
+    raw = yaml.safe_load(config.PARAMS_FILE.read_text(encoding="utf-8"))
+    for text in assignments:
+        apply_overrides(raw, parse_assignment(text))
+    return parse_params(raw, config.PARAMS_FILE)

@@ -162,10 +162,20 @@ def connect(cluster: Cluster, timeout_s: int, tensorflow_log: Path | None) -> An
 def _resolver(cluster: Cluster):
     import tensorflow as tf
 
-    if cluster.source == "Slurm":
-        port = int(os.environ.get(SLURM_PORT_ENV, "8888"))
-        return tf.distribute.cluster_resolver.SlurmClusterResolver(port_base=port)
-    return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if cluster.source != "Slurm":
+        return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    gpus = len(tf.config.list_physical_devices("GPU"))  # it would ask nvidia-smi, absent on CPUs
+    try:
+        return tf.distribute.cluster_resolver.SlurmClusterResolver(
+            port_base=int(os.environ.get(SLURM_PORT_ENV, "8888")),
+            gpus_per_node=gpus,
+            auto_set_gpu=gpus > 0,
+        )
+    except (OSError, RuntimeError, ValueError) as error:
+        raise PipelineError(
+            f"Slurm: cannot resolve the job step's hosts ({error}); run the tasks with `srun` "
+            "inside an allocation, or set TF_CONFIG instead"
+        ) from None
 
 
 def _send_tensorflow_log_to(path: Path) -> None:
