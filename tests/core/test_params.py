@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,13 +25,15 @@ def load_dict(tmp_path: Path, data: dict) -> Params:
     return load_params(write_params(tmp_path, yaml.safe_dump(data)))
 
 
-def test_defaults_load_from_an_empty_file(tmp_path):
-    params = load_params(write_params(tmp_path, ""))
-    assert params == Params()
-    assert params.data.source == "synthetic"
-    assert params.split.test_size == 0.2
-    assert params.train.epochs >= 1
-    assert params.model.weights == "none"
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "---\n"])
+def test_an_empty_params_file_is_refused_not_run_with_the_code_defaults(tmp_path, text):
+    # The code defaults differ from the committed params.yaml (synthetic.count among others).
+    path = write_params(tmp_path, text)
+    with pytest.raises(PipelineError) as error:
+        load_params(path)
+    assert str(error.value) == (
+        f"{path}: empty; restore it (git checkout params.yaml) or write the sections you want"
+    )
 
 
 def test_parse_params_none_is_defaults():
@@ -186,3 +189,83 @@ def test_flatten_gives_dotted_keys():
     assert sections == {"data", "split", "model", "train", "evaluate", "mlflow"}
     # Leaves only, each reached by exactly one dotted path.
     assert len(flat) == len(set(flat))
+
+
+# --- hostile params files (issue 15) ------------------------------------------------------
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """Each level is nine aliases of the one before: 9**levels strings from ~1 KB of YAML."""
+    lines = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in range(1, levels):
+        items = ", ".join([f"*l{level - 1}"] * 9)
+        lines.append(f"l{level}: &l{level} [{items}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded_or_quoted(tmp_path):
+    # The bomb sits under an unknown key, the alias under a real one: both would be quoted.
+    bomb = "".join(f"  {line}\n" for line in billion_laughs().splitlines())
+    path = write_params(tmp_path, f"x:\n{bomb}train:\n  epochs: *l8\n")
+    with pytest.raises(PipelineError) as error:
+        load_params(path)
+    # The first alias (line 3, the second level) is refused: nothing is expanded.
+    assert str(error.value) == (
+        f"{path}: line 3: YAML aliases (*name) are not allowed; write the value out in full"
+    )
+
+
+def test_a_huge_value_is_quoted_as_a_short_prefix(tmp_path):
+    path = write_params(tmp_path, "train:\n  epochs: " + "x" * 1_000_000 + "\n")
+    with pytest.raises(PipelineError) as error:
+        load_params(path)
+    message = str(error.value)
+    assert len(message) < 400
+    assert message == (
+        f"{path}: key 'train.epochs' = {'x' * 100!r}... (1000000 characters in all): Input "
+        "should be a valid integer; fix the value"
+    )
+
+
+def test_a_huge_list_value_is_summarised_not_formatted(tmp_path):
+    path = write_params(tmp_path, "train:\n  epochs: [" + ", ".join(["12345"] * 5_000) + "]\n")
+    with pytest.raises(PipelineError) as error:
+        load_params(path)
+    assert len(str(error.value)) < 400
+    assert "[12345, 12345, 12345, 12345, 12345, 12345, ...]" in str(error.value)
+
+
+def test_a_params_file_above_the_size_cap_is_refused_unread(tmp_path):
+    path = write_params(tmp_path, "# padding\n" * 200_000)  # 2 MB of comments
+    with pytest.raises(PipelineError) as error:
+        load_params(path)
+    assert str(error.value) == (
+        f"{path}: larger than 1048576 bytes; this is not a params file, restore it "
+        "(git checkout params.yaml)"
+    )
+
+
+def test_a_params_file_that_is_not_utf8_names_the_byte(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes("train:\n  epochs: 3  # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(PipelineError) as error:
+        load_params(path)
+    assert str(error.value) == f"{path}: byte 25 is not UTF-8; save the file as UTF-8 text"
+
+
+def test_a_fifo_as_params_file_is_refused_without_blocking(tmp_path):
+    path = tmp_path / "params.yaml"
+    os.mkfifo(path)
+    with pytest.raises(PipelineError) as error:
+        load_params(path)
+    assert str(error.value) == f"{path}: not a regular file; params must be a YAML file"
+
+
+def test_an_experiment_name_longer_than_mlflow_stores_is_refused(tmp_path):
+    with pytest.raises(PipelineError) as error:
+        load_dict(tmp_path, {"mlflow": {"experiment": "e" * 2000}})
+    assert "key 'mlflow.experiment' = 'eeee" in str(error.value)
+    assert str(error.value).endswith(
+        "... (2000 characters in all): String should have at most 256 characters; fix the value"
+    )
+    assert load_dict(tmp_path, {"mlflow": {"experiment": "e" * 256}}).mlflow.experiment

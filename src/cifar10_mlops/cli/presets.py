@@ -24,7 +24,7 @@ def available() -> list[str]:
 
 def load_preset(name: str) -> dict[str, Any]:
     """The preset's keys, after checking that params.yaml with them applied is valid."""
-    from cifar10_mlops.core.params import parse_params
+    from cifar10_mlops.core.params import parse_params, read_params_yaml
 
     path = PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
@@ -32,7 +32,7 @@ def load_preset(name: str) -> dict[str, Any]:
             f"preset '{name}' not found in {PRESETS_DIR}; choose one of {', '.join(available())}"
         )
     overrides = yaml.safe_load(path.read_text()) or {}
-    parse_params(apply_overrides(yaml.safe_load(config.PARAMS_FILE.read_text()), overrides), path)
+    parse_params(apply_overrides(read_params_yaml(config.PARAMS_FILE), overrides), path)
     return overrides
 
 

@@ -14,11 +14,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from cifar10_mlops.core import config
 from cifar10_mlops.core.errors import PipelineError
-from cifar10_mlops.core.params import Params, load_params, parse_params
+from cifar10_mlops.core.params import Params, load_params, parse_params, read_params_yaml
 from cifar10_mlops.data.arrays import load_npz
 from cifar10_mlops.training.cluster import describe_cluster
 
@@ -77,7 +75,7 @@ def _params_with(assignments: Sequence[str]) -> Params:
     params = load_params(config.PARAMS_FILE)  # the file's own errors first
     if not assignments:
         return params
-    raw = yaml.safe_load(config.PARAMS_FILE.read_text(encoding="utf-8"))
+    raw = read_params_yaml(config.PARAMS_FILE)
     for text in assignments:
         apply_overrides(raw, parse_assignment(text))
     return parse_params(raw, config.PARAMS_FILE)

@@ -10,7 +10,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.errors import PipelineError, quote
+
+# The committed file is ~4 KB; a params file is read whole, so its size is capped first.
+MAX_PARAMS_BYTES = 1024 * 1024
 
 
 class _Strict(BaseModel):
@@ -148,7 +151,8 @@ _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 class MlflowParams(_Strict):
-    experiment: Annotated[str, Field(min_length=1)] = "cifar10-mlops"
+    # MLflow's SQL stores keep 256 characters of a name; longer fails inside MLflow.
+    experiment: Annotated[str, Field(min_length=1, max_length=256)] = "cifar10-mlops"
     # evaluate registers each model as a new version of this registered model; empty or null
     # switches registration off.
     registered_model: str | None = "cifar10-resnet50"
@@ -178,9 +182,10 @@ class Params(_Strict):
 def _describe(error: Mapping[str, Any], source: Path) -> str:
     key = ".".join(str(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
-        return f"{source}: unknown key '{key}'; remove it or fix its spelling"
+        return f"{source}: unknown key {quote(key)}; remove it or fix its spelling"
     value = error.get("input")
-    return f"{source}: key '{key}' = {value!r}: {error['msg']}; fix the value"
+    # quote: a value may be huge (a long string, a big list); only a short prefix is shown.
+    return f"{source}: key {quote(key)} = {quote(value)}: {error['msg']}; fix the value"
 
 
 def parse_params(raw: Any, source: Path) -> Params:
@@ -196,19 +201,61 @@ def parse_params(raw: Any, source: Path) -> Params:
 
 
 def load_params(path: Path) -> Params:
+    raw = read_params_yaml(path)
+    if raw is None:  # an empty file would silently run the code defaults, not the project's
+        raise PipelineError(
+            f"{path}: empty; restore it (git checkout params.yaml) or write the sections you want"
+        )
+    return parse_params(raw, Path(path))
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without aliases: `*name` could expand a few lines into billions of values
+    ("billion laughs"), and params.yaml never needs them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed", mark
+            )
+        return super().compose_node(parent, index)
+
+
+def read_params_yaml(path: Path) -> Any:
+    """A params file's YAML (None when empty), size-capped, UTF-8, without aliases."""
+    path = Path(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        if not path.is_file():  # a FIFO would block the read
+            if path.exists():
+                raise PipelineError(f"{path}: not a regular file; params must be a YAML file")
+            raise FileNotFoundError(path)
+        with path.open("rb") as file:
+            data = file.read(MAX_PARAMS_BYTES + 1)
     except FileNotFoundError:
         raise PipelineError(
             f"{path}: params file not found; run from the repository root"
         ) from None
+    if len(data) > MAX_PARAMS_BYTES:
+        raise PipelineError(
+            f"{path}: larger than {MAX_PARAMS_BYTES} bytes; this is not a params file, restore "
+            "it (git checkout params.yaml)"
+        )
     try:
-        raw = yaml.safe_load(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PipelineError(
+            f"{path}: byte {exc.start} is not UTF-8; save the file as UTF-8 text"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None)
+        if problem and "aliases" in problem:
+            raise PipelineError(f"{path}:{where}: {problem}; write the value out in full") from None
         raise PipelineError(f"{path}:{where} is not valid YAML; fix the syntax") from None
-    return parse_params(raw, Path(path))
 
 
 def flatten(params: Params) -> dict[str, Any]:

@@ -7,12 +7,20 @@ import io
 from pathlib import Path
 
 from cifar10_mlops.core.config import CLASS_NAMES
-from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.errors import PipelineError, quote
+
+# The real file is ~0.6 MB for 50,000 rows; the zip extraction caps it at the same size.
+MAX_LABELS_BYTES = 64 * 1024**2
 
 
 def read_labels_csv(path: Path) -> dict[int, int]:
     """trainLabels.csv -> {image id: class index}, with every row checked."""
     try:
+        if path.stat().st_size > MAX_LABELS_BYTES:
+            raise PipelineError(
+                f"{path}: {path.stat().st_size} bytes, above the cap of {MAX_LABELS_BYTES} for a "
+                "labels file; expected a CSV with header id,label"
+            )
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise PipelineError(f"{path}: labels file not found; it must sit beside train.7z") from None
@@ -28,7 +36,7 @@ def read_labels_csv(path: Path) -> dict[int, int]:
         raise PipelineError(f"{path}: empty file; expected a CSV with header id,label")
     header = [cell.strip() for cell in rows[0]]
     if header != ["id", "label"]:
-        raise PipelineError(f"{path}: header is {','.join(header)!r}; expected 'id,label'")
+        raise PipelineError(f"{path}: header is {quote(','.join(header))}; expected 'id,label'")
     class_index = {name: index for index, name in enumerate(CLASS_NAMES)}
     labels: dict[int, int] = {}
     for line_number, row in enumerate(rows[1:], start=2):
@@ -40,13 +48,15 @@ def read_labels_csv(path: Path) -> dict[int, int]:
             )
         raw_id, name = row[0].strip(), row[1].strip()
         # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
-        if not (raw_id.isascii() and raw_id.isdigit()) or int(raw_id) < 1:
+        # At most 9 digits, as the train/<id>.png names: int() refuses over 4,300 digits.
+        if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) <= 9) or int(raw_id) < 1:
             raise PipelineError(
-                f"{path}: line {line_number}: id {raw_id!r} is not a positive integer"
+                f"{path}: line {line_number}: id {quote(raw_id)} is not a positive integer "
+                "of at most 9 digits"
             )
         if name not in class_index:
             raise PipelineError(
-                f"{path}: line {line_number}: unknown class name {name!r}; "
+                f"{path}: line {line_number}: unknown class name {quote(name)}; "
                 f"expected one of {', '.join(CLASS_NAMES)}"
             )
         image_id = int(raw_id)

@@ -23,7 +23,7 @@ import py7zr
 import py7zr.exceptions
 from py7zr.py7zr import ArchiveFile
 
-from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.errors import PipelineError, quote
 from cifar10_mlops.data.archive_members import MAX_MEMBERS, check_member_name
 
 T = TypeVar("T")
@@ -153,19 +153,23 @@ def _checked_png_id(archive: Path, entry: ArchiveFile) -> int | None:
     # '..', no leading '/', no backslash and no NUL, so the general check has nothing to add.
     normalised = name if PNG_MEMBER.fullmatch(name) else str(check_member_name(archive, name))
     if entry.is_symlink or not (entry.is_file or entry.is_directory):
-        raise PipelineError(f"{archive}: member {name!r} is a link or special file; refusing it")
+        raise PipelineError(
+            f"{archive}: member {quote(name)} is a link or special file; refusing it"
+        )
     if entry.is_directory:
         if normalised != "train":
             raise PipelineError(
-                f"{archive}: unexpected directory {name!r}; expected only train/<id>.png"
+                f"{archive}: unexpected directory {quote(name)}; expected only train/<id>.png"
             )
         return None
     match = PNG_MEMBER.fullmatch(normalised)
     if match is None:
-        raise PipelineError(f"{archive}: unexpected member {name!r}; expected only train/<id>.png")
+        raise PipelineError(
+            f"{archive}: unexpected member {quote(name)}; expected only train/<id>.png"
+        )
     if entry.uncompressed is not None and entry.uncompressed > MAX_PNG_BYTES:
         raise PipelineError(
-            f"{archive}: member '{name}' declares {entry.uncompressed} bytes, above the "
+            f"{archive}: member {quote(name)} declares {entry.uncompressed} bytes, above the "
             f"{MAX_PNG_BYTES}-byte cap for a 32x32 PNG; refusing a possible archive bomb"
         )
     return int(match.group(1))
@@ -241,7 +245,7 @@ def _folder_batches(
         offset += entry.uncompressed
         if entry.crc32 is not None and zlib.crc32(payload) != entry.crc32:
             raise PipelineError(
-                f"{archive}: member '{entry.filename}' fails its CRC check; the archive is "
+                f"{archive}: member {quote(entry.filename)} fails its CRC check; the archive is "
                 "corrupt, download it again"
             )
         batch.append((image_id, payload))

@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from cifar10_mlops.core.config import LABELS_CSV, TRAIN_ARCHIVE
-from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.errors import PipelineError, quote
 from cifar10_mlops.data.archive_members import MAX_MEMBERS, check_member_name
 
 # What is taken out of the Kaggle cifar-10.zip (never the 600 MB test.7z). train.7z is
@@ -27,7 +27,7 @@ def extract_zip_members(archive: Path, wanted: dict[str, int], target_dir: Path)
                 check_member_name(archive, info.filename)
                 if (info.external_attr >> 16) & 0o170000 == 0o120000:
                     raise PipelineError(
-                        f"{archive}: member '{info.filename}' is a symlink; refusing it"
+                        f"{archive}: member {quote(info.filename)} is a symlink; refusing it"
                     )
                 by_name[info.filename] = info
             for name, cap in wanted.items():
