@@ -222,3 +222,48 @@ def test_preprocess_stage_debug_shows_the_traceback(broken_project):
     assert "Traceback" in result.stderr
     assert "PipelineError" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+# --- hostile local files (issue 15) ------------------------------------------------------------
+
+
+def test_data_raw_gets_a_directorys_usual_mode_not_the_staging_dirs_0700(raw_dir):
+    umask = os.umask(0o022)
+    try:
+        acquire(DataParams(source="synthetic", synthetic={"count": 20, "seed": 0}), raw_dir)
+    finally:
+        os.umask(umask)
+    assert raw_dir.stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("name", [TRAIN_ARCHIVE, LABELS_CSV, "cifar-10.zip"])
+def test_a_fifo_among_the_data_set_files_is_refused_by_name_without_blocking(
+    raw_dir, make_kaggle_dir, name
+):
+    source, _, _ = make_kaggle_dir(20)
+    (source / name).unlink(missing_ok=True)
+    os.mkfifo(source / name)
+    with pytest.raises(PipelineError) as info:
+        acquire(local(source), raw_dir)
+    assert str(info.value) == (
+        f"data.path: '{source / name}' is not a regular file (a directory, FIFO, device or "
+        "socket); put the data set file itself there"
+    )
+    assert listing(raw_dir.parent) == []  # the staging directory is gone too
+
+
+def test_a_labels_file_above_its_cap_is_refused_before_it_is_copied(
+    raw_dir, make_kaggle_dir, monkeypatch
+):
+    from cifar10_mlops.data import acquire as acquire_module
+
+    source, _, _ = make_kaggle_dir(20)
+    size = (source / LABELS_CSV).stat().st_size
+    monkeypatch.setattr(acquire_module, "MAX_LABELS_BYTES", size - 1)  # the cap, made small
+    with pytest.raises(PipelineError) as info:
+        acquire(local(source), raw_dir)
+    assert str(info.value) == (
+        f"{source / LABELS_CSV}: {size} bytes, above the cap of {size - 1} for this file; this "
+        "is not the CIFAR-10 data set, check data.path"
+    )
+    assert listing(raw_dir.parent) == []

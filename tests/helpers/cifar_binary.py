@@ -121,15 +121,34 @@ def official_entries(**kwargs) -> list[Entry]:
 
 def write_tar_gz(path: Path, entries: Iterable[Entry]) -> Path:
     """A real gzip-compressed tar (gzip mtime 0, so the same entries give the same bytes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_gzip(path, tar_bytes(entries))
+
+
+def tar_bytes(entries: Iterable[Entry], tar_format: int = tarfile.GNU_FORMAT) -> bytes:
+    """An uncompressed tar of the entries (GNU writes a long-name block for names over 100
+    bytes, pax an extended header)."""
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=tar_format) as tar:
         for entry in entries:
             payload = None if entry.payload is None else io.BytesIO(entry.payload)
             tar.addfile(entry.info, payload)
+    return buffer.getvalue()
+
+
+def write_gzip(path: Path, data: bytes) -> Path:
+    """data gzip-compressed into path (mtime 0): a tar, or a tar with anything after it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        gz.write(buffer.getvalue())
+        gz.write(data)
     return path
+
+
+def long_name_archive(path: Path, name_bytes: int) -> Path:
+    """The official entries with the first data batch renamed to a name of name_bytes bytes
+    under cifar-10-batches-bin/ (a GNU long-name block of name_bytes + 1)."""
+    entries = official_entries(data_batches=1)
+    entries[1].info.name = f"{BATCHES_DIR}/" + "n" * (name_bytes - len(BATCHES_DIR) - 1)
+    return write_gzip(path, tar_bytes(entries))
 
 
 def write_official_archive(path: Path, **kwargs) -> Path:

@@ -30,7 +30,9 @@ def write_mixed_folder(folder: Path) -> tuple[list[Path], list[Path]]:
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(good[1], quality=90)
     Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(good[2])  # grayscale
     Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(good[3])
-    Image.fromarray(rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)).save(good[4])  # RGBA
+    opaque = rng.integers(0, 256, (32, 32, 4), dtype=np.uint8)
+    opaque[..., 3] = 255  # RGBA, every pixel opaque: accepted as training accepts it
+    Image.fromarray(opaque).save(good[4])
     corrupt, text = folder / "corrupt.png", folder / "nested" / "text.png"
     corrupt.write_bytes(good[0].read_bytes()[:400])  # a real PNG cut off after its header
     text.write_text("this is not a picture\n")

@@ -13,8 +13,10 @@ import io
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,14 @@ from cifar10_mlops.core.config import LABELS_CSV, TRAIN_ARCHIVE
 from cifar10_mlops.data import synthetic
 from tests.helpers import REPO
 from tests.helpers.archives import encode_png, random_image, write_7z
-from tests.helpers.cifar_binary import write_official_archive
+from tests.helpers.cifar_binary import (
+    long_name_archive,
+    official_entries,
+    tar_bytes,
+    write_gzip,
+    write_official_archive,
+)
+from tests.helpers.images import png_header_only
 from tests.helpers.stages import run_stage_script
 
 ERRORS_PAGE = REPO / "docs" / "errors.md"
@@ -209,6 +218,50 @@ def wrong_size_png() -> bytes:
     return encode_png(Image.new("RGB", (31, 32), (9, 9, 9)))
 
 
+# --- hostile input (issue 15): each would have cost gigabytes, hung, or passed download -----
+
+
+def gnu_long_name(p: Project) -> None:
+    # 4,097 name bytes (4,098 with the NUL): just over the cap; a real attack declares 1 GiB.
+    archive = long_name_archive(p.source / "cifar-10-binary.tar.gz", 4097)
+    p.write_params({"data": {"path": str(archive)}})
+
+
+def gzip_trailing_zeros(p: Project) -> None:
+    tar = tar_bytes(official_entries(data_batches=1))
+    archive = write_gzip(p.source / "cifar-10-binary.tar.gz", tar + bytes(2 * 1024 * 1024))
+    p.write_params({"data": {"path": str(archive)}})
+
+
+def fifo_as_zip(p: Project) -> None:
+    os.mkfifo(p.source / "cifar-10.zip")
+    p.write_params({"data": {"path": str(p.source / "cifar-10.zip")}})
+
+
+def empty_members(p: Project) -> None:
+    p.rewrite_7z(p.source, {image_id: b"" for image_id in range(1, GOOD_COUNT + 1)})
+
+
+def huge_png_header(p: Project) -> None:
+    p.rewrite_7z(p.source, all_pngs(_3=png_header_only(13000, 13000)))
+
+
+def yaml_alias_bomb(p: Project) -> None:
+    levels = ["l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"] + [
+        f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 9)
+    ]
+    bomb = "".join(f"  {line}\n" for line in levels)
+    p.write_params(text=f"data:\n  source: local\n  path: {p.source}\nx:\n{bomb}")
+
+
+def params_text(text: str | bytes) -> Callable[[Project], None]:
+    def setup(p: Project) -> None:
+        data = text if isinstance(text, bytes) else text.encode()
+        (p.root / "params.yaml").write_bytes(data)
+
+    return setup
+
+
 RAW = "{root}/data/raw"
 CASES = [
     (
@@ -354,6 +407,62 @@ CASES = [
         "{root}/params.yaml: key 'train.batch_size' = -1: Input should be greater than or equal "
         "to 1; fix the value",
     ),
+    (
+        "tar-gnu-long-name",
+        "download",
+        gnu_long_name,
+        "{src}/cifar-10-binary.tar.gz: a tar header at byte 512 declares a GNU long name or link "
+        "of 4098 bytes, above the cap of 4096; this is not the CIFAR-10 binary archive, download "
+        "cifar-10-binary.tar.gz again",
+    ),
+    (
+        "gzip-trailing-zeros",
+        "download",
+        gzip_trailing_zeros,
+        "{src}/cifar-10-binary.tar.gz: more than 1048576 bytes follow the end of the tar; this is "
+        "not the CIFAR-10 binary archive, download cifar-10-binary.tar.gz again",
+    ),
+    (
+        "fifo-as-archive",
+        "download",
+        fifo_as_zip,
+        "data.path: '{src}/cifar-10.zip' is not a regular file (a directory, FIFO, device or "
+        "socket); put the data set file itself there",
+    ),
+    (
+        "empty-png-members",
+        "download",
+        empty_members,
+        "{src}/train.7z: member 'train/1.png': not a readable PNG image (0 bytes); replace or "
+        "remove it",
+    ),
+    (
+        "huge-png-header",
+        "download",
+        huge_png_header,
+        "{src}/train.7z: member 'train/3.png': image is 13000x13000; CIFAR-10 images are 32x32, "
+        "resize it or remove it",
+    ),
+    (
+        "yaml-alias-bomb",
+        "preprocess",
+        yaml_alias_bomb,
+        "{root}/params.yaml: line 6: YAML aliases (*name) are not allowed; write the value out "
+        "in full",
+    ),
+    (
+        "params-not-utf8",
+        "preprocess",
+        params_text("train:\n  epochs: 3  # caf\xe9\n".encode("latin-1")),
+        "{root}/params.yaml: byte 25 is not UTF-8; save the file as UTF-8 text",
+    ),
+    (
+        "params-empty",
+        "preprocess",
+        params_text(""),
+        "{root}/params.yaml: empty; restore it (git checkout params.yaml) or write the sections "
+        "you want",
+    ),
 ]
 
 
@@ -463,6 +572,39 @@ def test_download_cut_off_half_way_fails_cleanly_and_resumes(project, archive_se
     assert run_stage(project.root, "download").returncode == 0
     assert archive_server.range_headers()[-1] == f"bytes={len(payload) // 2}-"
     assert (project.root / "data/raw/cifar-10-batches-bin/data_batch_1.bin").is_file()
+
+
+def staging_dirs(project: Project) -> list[str]:
+    return [path.name for path in (project.root / "data").iterdir() if ".tmp-" in path.name]
+
+
+def test_sigterm_during_download_removes_the_staging_directory(project, archive_server):
+    official_download(project, archive_server, "hang")  # the request is never answered
+    before = snapshot(project.root / "data/raw")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CIFAR10_MLOPS_", "DVC_"))}
+    stage = subprocess.Popen(
+        [sys.executable, str(REPO / "src" / "stages" / "download.py")],
+        cwd=project.root,
+        env={**env, "CIFAR10_MLOPS_ROOT": str(project.root), "no_proxy": "127.0.0.1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(1200):  # the stage has asked the server: it waits inside the download
+            if archive_server.requests or stage.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert archive_server.requests, stage.communicate()
+        assert staging_dirs(project)  # what SIGTERM used to leave behind
+        stage.send_signal(signal.SIGTERM)
+        _, stderr = stage.communicate(timeout=120)
+    finally:
+        stage.kill()
+    assert stage.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    assert staging_dirs(project) == []
+    assert snapshot(project.root / "data/raw") == before
 
 
 def test_kaggle_without_credentials_fails_cleanly(project, tmp_path):

@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         help="a .keras file, an MLflow model directory, or an MLflow URI: models:/<name>@<alias>, "
         "models:/<name>/<version>, runs:/<run id>/model (default: %(default)s)",
     )
+    predict.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="load an MLflow model the MLflow way, which runs the code it carries (its "
+        "python_model, code/ or pickles): only for models from a source you trust. Without it "
+        "only the model's model.keras is loaded, in Keras' safe mode",
+    )
     predict.add_argument("--output", type=Path, help="CSV to write (default: stdout)")
     predict.add_argument(
         "--batch-size",
@@ -99,7 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "predict":
         from cifar10_mlops.cli.predict import predict_to_csv
 
-        return predict_to_csv(args.model, args.paths, args.output, args.batch_size, args.quiet)
+        return predict_to_csv(
+            args.model,
+            args.paths,
+            args.output,
+            args.batch_size,
+            args.quiet,
+            trust_model_code=args.trust_model_code,
+        )
     if args.command == "worker":
         from cifar10_mlops.cli.worker import run_worker
 

@@ -5,10 +5,16 @@ MODEL is one of
 - a directory holding an MLflow model (its MLmodel file), e.g. from serving.save_classifier;
 - an MLflow model URI: models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/model,
   models:/<model id>, resolved in MLFLOW_TRACKING_URI or else the project's mlflow.db.
+From an MLflow model only this project's flavour is used: its model.keras file, loaded by
+Keras in safe mode (no code from the file runs). Loading it the MLflow way runs the code the
+model carries (its python_model, code/ directory or pickles), so that needs trust_model_code,
+the --trust-model-code flag: for models from a source you trust.
 
-Pictures: any format Pillow reads, turned upright by their EXIF orientation and converted to
-RGB. Pictures that are not 32x32 are resized whole to 32x32 (not cropped: a non-square picture
-is squeezed, so crop it to the object first for the best result).
+Pictures: any format Pillow reads, decoded by data/images.py exactly as the training images
+are (same modes, same pixels), turned upright by their EXIF orientation. Pictures that are not
+32x32 are resized whole to 32x32 (not cropped: a non-square picture is squeezed, so crop it to
+the object first for the best result). Anything that is not a regular file gets a row with
+the reason.
 
 One row per file, in the order found. A file that cannot be read gets a row with an empty
 label and confidence and a one-line reason in `error`, and the others are still predicted;
@@ -23,16 +29,17 @@ import io
 import os
 import re
 import sys
-import warnings
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import cast
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from cifar10_mlops.core.config import CLASS_NAMES, IMAGE_SHAPE
-from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.config import CLASS_NAMES
+from cifar10_mlops.core.errors import PipelineError, quote
+from cifar10_mlops.data.images import read_picture
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # The first three columns are the documented contract (docs/predict.md); `error` is empty for
@@ -52,12 +59,16 @@ def find_images(paths: Iterable[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
+            # Not only regular files: a FIFO or a symlink loop named like an image gets its row
+            # with the reason (read_picture refuses it) instead of vanishing from the output.
             found.extend(
                 sorted(
-                    p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
                 )
             )
-        elif path.is_file():
+        elif os.path.lexists(path):  # a file, or something that is not one: a row either way
             found.append(path)
         else:
             raise PipelineError(
@@ -66,23 +77,16 @@ def find_images(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def load_image(path: Path) -> np.ndarray:
-    """Any picture Pillow reads -> uint8 (32, 32, 3) RGB."""
-    with warnings.catch_warnings():
-        # e.g. "palette images with transparency should be converted to RGBA": noise here
-        warnings.simplefilter("ignore")
-        with Image.open(path) as image:
-            image.draft("RGB", IMAGE_SHAPE[:2])  # JPEG: decode at a reduced scale, much faster
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-            if rgb.size != IMAGE_SHAPE[:2]:
-                rgb = rgb.resize(IMAGE_SHAPE[:2], Image.Resampling.BICUBIC)
-            return np.asarray(rgb, dtype=np.uint8)
+# Any picture -> uint8 (32, 32, 3) RGB: the training path's decoder (data/images.py).
+load_image = read_picture
 
 
 def unreadable_reason(exc: Exception) -> str:
     """A short, one-line reason for the CSV's error column."""
     if isinstance(exc, UnidentifiedImageError):
         return "not an image Pillow can read (unknown format or corrupt header)"
+    if isinstance(exc, PipelineError):  # read_picture's own reasons: one line already
+        return str(exc)
     detail = " ".join(str(exc).split())[:120]  # one line, short
     return f"cannot read the image ({type(exc).__name__}{': ' + detail if detail else ''})"
 
@@ -90,10 +94,21 @@ def unreadable_reason(exc: Exception) -> str:
 # --- models -----------------------------------------------------------------------------
 
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # 2+ letters: never a Windows drive
+# The URIs predict resolves in the tracking store; anything else (http:, s3:, ...) is refused
+# before MLflow is imported.
+MODEL_URI_SCHEMES = ("models", "runs")
+TRUST_FLAG = "--trust-model-code"
+_OTHER_FLAVOUR = (
+    "loading another kind of MLflow model runs the code it carries; pass "
+    f"{TRUST_FLAG} only if you trust its source"
+)
 
 
-def load_classifier(model: str) -> Classifier:
-    """A Keras file, an MLflow model directory or an MLflow model URI -> a Classifier."""
+def load_classifier(model: str, trust_model_code: bool = False) -> Classifier:
+    """A Keras file, an MLflow model directory or an MLflow model URI -> a Classifier.
+
+    trust_model_code: load an MLflow model the MLflow way (mlflow.pyfunc), which runs the
+    code it carries; otherwise only its model.keras is loaded, in Keras' safe mode."""
     path = Path(model)
     if path.is_dir():
         if not (path / "MLmodel").is_file():
@@ -101,9 +116,22 @@ def load_classifier(model: str) -> Classifier:
                 f"{model}: a directory without an MLmodel file; give a .keras file, an MLflow "
                 "model directory or an MLflow URI such as models:/<name>@<alias>"
             )
-        return _mlflow_classifier(model)
-    if not path.exists() and _URI_SCHEME.match(model):
-        return _mlflow_classifier(model)
+        if trust_model_code:
+            return _mlflow_classifier(model)
+        return _keras_classifier(project_keras_file(path, model))
+    if not os.path.lexists(path) and _URI_SCHEME.match(model):
+        scheme = model.split(":", 1)[0]
+        if scheme.lower() not in MODEL_URI_SCHEMES:
+            raise PipelineError(
+                f"{quote(model)}: model URIs with scheme '{quote(scheme, 20)[1:-1]}:' are not "
+                "supported; give a .keras file, an MLflow model directory, models:/<name>@<alias>, "
+                "models:/<name>/<version> or runs:/<run id>/model"
+            )
+        if trust_model_code:
+            return _mlflow_classifier(model)
+        return _downloaded_keras_classifier(model)
+    if path.exists() and not path.is_file():
+        raise PipelineError(f"{model}: not a regular file; give the .keras model file")
     if not path.is_file():  # checked before Keras is imported: a quick, quiet answer
         raise PipelineError(
             f"{model}: model file not found; run `dvc repro` to train one, or give an MLflow "
@@ -124,26 +152,79 @@ def _keras_classifier(path: Path) -> Classifier:
     return classify
 
 
-def _mlflow_classifier(uri: str) -> Classifier:
-    import mlflow.pyfunc
+def project_keras_file(directory: Path, model: str) -> Path:
+    """The model.keras of this project's MLflow flavour (serving.KERAS_ARTIFACT, under
+    artifacts/), or of MLflow's Keras flavour (data/model.keras); refused otherwise."""
+    candidates = [
+        candidate
+        for candidate in (
+            *sorted(directory.glob("artifacts/*.keras")),
+            directory / "data/model.keras",
+        )
+        if candidate.is_file() and not candidate.is_symlink()
+    ]
+    if len(candidates) != 1:
+        found = "no" if not candidates else "more than one"
+        raise PipelineError(
+            f"{model}: an MLflow model with {found} model.keras file of this project "
+            f"(artifacts/*.keras); {_OTHER_FLAVOUR}"
+        )
+    return candidates[0]
 
-    from cifar10_mlops.tracking.secrets import redact_credentials
+
+def _downloaded_keras_classifier(uri: str) -> Classifier:
+    """models:/ or runs:/ -> the model's files downloaded (nothing of them is run) into a
+    temporary directory, removed once Keras has loaded the model.keras into memory."""
+    with _tracking_store(uri) as store:
+        from mlflow.artifacts import download_artifacts
+
+        with tempfile.TemporaryDirectory(prefix="cifar10-mlops-model-") as scratch:
+            try:
+                local = Path(download_artifacts(artifact_uri=uri, dst_path=scratch))
+            except Exception as exc:  # MLflow raises many kinds; each means "cannot use this"
+                raise _cannot_load(uri, store, exc) from exc
+            if not (local / "MLmodel").is_file():
+                raise PipelineError(
+                    f"{uri}: not an MLflow model (no MLmodel file); give the model's URI, e.g. "
+                    "runs:/<run id>/model"
+                )
+            return _keras_classifier(project_keras_file(local, uri))
+
+
+@contextlib.contextmanager
+def _tracking_store(uri: str):
+    import mlflow
+
     from cifar10_mlops.tracking.store import tracking_uri
 
     store = tracking_uri()
     if uri.startswith(("models:", "runs:")):
         _require_store(uri, store)
     mlflow.set_tracking_uri(store)
-    try:
-        pyfunc_model = mlflow.pyfunc.load_model(uri)
-    except Exception as exc:  # MLflow raises many kinds; every one means "cannot use this"
-        # Redacted: the store URI, and MLflow's own message, may carry a password.
-        message = (
-            f"{uri}: cannot load the MLflow model ({type(exc).__name__}: {_first_line(exc)}); "
-            "check the URI (models:/<name>@<alias>, models:/<name>/<version>, "
-            f"runs:/<run id>/model) and the tracking store {store}"
-        )
-        raise PipelineError(redact_credentials(message)) from exc
+    yield store
+
+
+def _cannot_load(uri: str, store: str, exc: Exception) -> PipelineError:
+    from cifar10_mlops.tracking.secrets import redact_credentials
+
+    # Redacted: the store URI, and MLflow's own message, may carry a password.
+    message = (
+        f"{uri}: cannot load the MLflow model ({type(exc).__name__}: {_first_line(exc)}); "
+        "check the URI (models:/<name>@<alias>, models:/<name>/<version>, "
+        f"runs:/<run id>/model) and the tracking store {store}"
+    )
+    return PipelineError(redact_credentials(message))
+
+
+def _mlflow_classifier(uri: str) -> Classifier:
+    """The MLflow way (trust_model_code): runs the code the model carries."""
+    with _tracking_store(uri) as store:
+        import mlflow.pyfunc
+
+        try:
+            pyfunc_model = mlflow.pyfunc.load_model(uri)
+        except Exception as exc:  # MLflow raises many kinds; every one means "cannot use this"
+            raise _cannot_load(uri, store, exc) from exc
 
     def classify(images: np.ndarray) -> tuple[list[str], np.ndarray]:
         return labels_from_pyfunc_output(pyfunc_model.predict(images), uri)
@@ -233,7 +314,11 @@ def predict_to_csv(
     output: Path | None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     quiet: bool = False,
+    trust_model_code: bool = False,
 ) -> int:
+    if output is not None and (output.is_dir() or output.name in ("", ".", "..")):
+        # Checked first: the CSV is written after every prediction is done.
+        raise PipelineError(f"--output {output}: is a directory; give a file name for the CSV")
     images = find_images(paths)
     if not images:
         searched = ", ".join(str(p) for p in paths)
@@ -247,7 +332,7 @@ def predict_to_csv(
     # Libraries that print progress (an older Keras-flavour MLflow model does) must not mix
     # their text into a CSV written to stdout.
     with contextlib.redirect_stdout(sys.stderr):
-        classify = load_classifier(str(model))
+        classify = load_classifier(str(model), trust_model_code)
         rows = predict_rows(classify, images, batch_size, progress)
     failed = [row for row in rows if row[3]]
     if len(failed) == len(rows):
@@ -272,7 +357,13 @@ def _write_csv(rows: list[tuple[str, str, str, str]], output: Path | None) -> No
     else:
         from cifar10_mlops.core.atomic import atomic_write_text
 
-        atomic_write_text(output, buffer.getvalue())
+        try:
+            atomic_write_text(output, buffer.getvalue())
+        except OSError as exc:  # e.g. a directory where the CSV's folder should be
+            raise PipelineError(
+                f"--output {output}: could not be written ({exc.strerror or exc}); give a "
+                "writable file path"
+            ) from None
 
 
 def _summary(predicted: int, failed: int) -> str:

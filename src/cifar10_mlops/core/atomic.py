@@ -22,7 +22,7 @@ import numpy as np
 from cifar10_mlops.core.errors import PipelineError
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
     # os.umask can only be read by setting it; restore at once. Done per call (not cached at
     # import) so a umask changed later by the process is honoured.
     mask = os.umask(0o022)
@@ -65,7 +65,7 @@ def atomic_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         mode = final.stat().st_mode & 0o7777
     except FileNotFoundError:
-        mode = 0o666 & ~_current_umask()
+        mode = 0o666 & ~current_umask()
 
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{final.name}.tmp-", suffix=final.suffix, dir=final.parent

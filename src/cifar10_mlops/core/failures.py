@@ -8,7 +8,9 @@ on request, and a DVC stage's last good outputs put back.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,6 +25,7 @@ def report_errors(func: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        _exit_cleanly_on_sigterm()
         try:
             return func(*args, **kwargs)
         except PipelineError as exc:
@@ -37,6 +40,20 @@ def report_errors(func: Callable[..., T]) -> Callable[..., T]:
             raise
 
     return wrapper
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (`kill`, a CI timeout, DVC stopping a stage) ends Python at once by default,
+    skipping every `finally`: staging directories and temporary files stayed behind. As
+    SystemExit(143) it unwinds like Ctrl-C does, and the last good outputs come back."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_system_exit)
+
+
+def _raise_system_exit(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _put_back_last_good_outputs() -> None:

@@ -11,20 +11,22 @@ complete and checked (raw_layout.check_layout), so a failure leaves the previous
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from cifar10_mlops.core import config
-from cifar10_mlops.core.atomic import disk_full_as_error
+from cifar10_mlops.core.atomic import current_umask, disk_full_as_error
 from cifar10_mlops.core.config import LABELS_CSV, TRAIN_ARCHIVE
-from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.errors import PipelineError, quote
 from cifar10_mlops.core.params import Cifar10Params, DataParams
 from cifar10_mlops.data import synthetic
 from cifar10_mlops.data.binary.archive import extract_binary_tar
 from cifar10_mlops.data.binary.batches import ARCHIVE_NAME as BINARY_ARCHIVE
 from cifar10_mlops.data.http_download import download_verified
 from cifar10_mlops.data.kaggle.competition import fetch_competition
+from cifar10_mlops.data.kaggle.labels_csv import MAX_LABELS_BYTES
 from cifar10_mlops.data.kaggle.zip_members import KAGGLE_ZIP_MEMBER_CAPS, extract_zip_members
 from cifar10_mlops.data.raw_layout import check_layout
 
@@ -39,6 +41,8 @@ def acquire(data: DataParams, raw_dir: Path, downloads_dir: Path | None = None) 
     raw_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{raw_dir.name}.tmp-", dir=raw_dir.parent))
     try:
+        # mkdtemp's private 0700 would become data/raw's mode: give it a directory's usual one.
+        os.chmod(staging, 0o777 & ~current_umask())
         with disk_full_as_error(raw_dir):
             _fill_staging(data, staging, cached_archive)
         try:
@@ -81,11 +85,15 @@ def stage_local_files(path: str | None, staging: Path) -> None:
         )
     source = Path(path).expanduser()
     if not source.exists():
-        raise PipelineError(f"params.yaml: data.path '{source}' does not exist; fix data.path")
+        raise PipelineError(
+            f"params.yaml: data.path {quote(str(source), 300)} does not exist; fix data.path"
+        )
     if source.is_dir():
+        for name in (TRAIN_ARCHIVE, LABELS_CSV, KAGGLE_ZIP, BINARY_ARCHIVE):
+            _refuse_if_not_regular(source / name)
         if (source / TRAIN_ARCHIVE).is_file() and (source / LABELS_CSV).is_file():
-            shutil.copyfile(source / TRAIN_ARCHIVE, staging / TRAIN_ARCHIVE)
-            shutil.copyfile(source / LABELS_CSV, staging / LABELS_CSV)
+            _copy_capped(source / TRAIN_ARCHIVE, staging, KAGGLE_ZIP_MEMBER_CAPS[TRAIN_ARCHIVE])
+            _copy_capped(source / LABELS_CSV, staging, MAX_LABELS_BYTES)
             return
         if (source / KAGGLE_ZIP).is_file():
             source = source / KAGGLE_ZIP
@@ -96,6 +104,7 @@ def stage_local_files(path: str | None, staging: Path) -> None:
                 f"data.path '{source}': holds neither {TRAIN_ARCHIVE} + {LABELS_CSV}, nor "
                 f"{KAGGLE_ZIP}, nor {BINARY_ARCHIVE}; put the data set files there"
             )
+    _refuse_if_not_regular(source)
     if source.name.endswith(".zip"):
         extract_zip_members(source, KAGGLE_ZIP_MEMBER_CAPS, staging)
         return
@@ -106,6 +115,25 @@ def stage_local_files(path: str | None, staging: Path) -> None:
         f"data.path '{source}': unsupported file; give a directory with {TRAIN_ARCHIVE} + "
         f"{LABELS_CSV}, or {KAGGLE_ZIP}, or {BINARY_ARCHIVE}"
     )
+
+
+def _refuse_if_not_regular(path: Path) -> None:
+    """A FIFO would block the copy or the archive reader forever, a device never end."""
+    if path.exists() and not path.is_file():
+        raise PipelineError(
+            f"data.path: {quote(str(path), 300)} is not a regular file (a directory, FIFO, "
+            "device or socket); put the data set file itself there"
+        )
+
+
+def _copy_capped(source: Path, staging: Path, cap: int) -> None:
+    size = source.stat().st_size
+    if size > cap:
+        raise PipelineError(
+            f"{source}: {size} bytes, above the cap of {cap} for this file; this is not the "
+            "CIFAR-10 data set, check data.path"
+        )
+    shutil.copyfile(source, staging / source.name)
 
 
 def _swap_in(staging: Path, target: Path) -> None:

@@ -5,7 +5,6 @@ real (Python's tarfile and gzip write it), sized just over the cap so the tests 
 from __future__ import annotations
 
 import gzip
-import io
 import tarfile
 from pathlib import Path
 
@@ -19,22 +18,8 @@ from cifar10_mlops.data.binary.archive import (
     MAX_TRAILING_BYTES,
     extract_binary_tar,
 )
-from tests.helpers.cifar_binary import BATCHES_DIR, official_entries
-
-
-def tar_bytes(entries, tar_format=tarfile.GNU_FORMAT) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tar_format) as tar:
-        for entry in entries:
-            tar.addfile(entry.info, None if entry.payload is None else io.BytesIO(entry.payload))
-    return buffer.getvalue()
-
-
-def gzipped(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        gz.write(data)
-    return path
+from tests.helpers.cifar_binary import BATCHES_DIR, official_entries, tar_bytes
+from tests.helpers.cifar_binary import write_gzip as gzipped
 
 
 def with_member_name(name: str, tar_format=tarfile.GNU_FORMAT, **pax) -> bytes:

@@ -15,9 +15,9 @@ from PIL import Image
 from cifar10_mlops.core.config import CLASS_NAMES
 from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.data.arrays import LabelledImages, load_npz, save_npz
+from cifar10_mlops.data.images import decode_png
 from cifar10_mlops.data.kaggle.labels_csv import read_labels_csv
 from cifar10_mlops.data.kaggle.layout import load_kaggle_layout
-from cifar10_mlops.data.kaggle.png import decode_png
 from cifar10_mlops.data.split import stratified_split
 from cifar10_mlops.data.synthetic import write_kaggle_layout
 

@@ -118,7 +118,7 @@ class _CappedTarInfo(tarfile.TarInfo):
                 raise _HostileHeader(
                     f"more than {MAX_EXTENDED_HEADERS} extended tar headers (long names or pax)"
                 )
-        return super()._proc_member(tarfile_)
+        return super()._proc_member(tarfile_)  # type: ignore[misc]  # private in typeshed
 
 
 class _CappedTarFile(tarfile.TarFile):

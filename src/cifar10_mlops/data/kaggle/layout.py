@@ -9,18 +9,27 @@ import numpy as np
 from cifar10_mlops.core.config import IMAGE_SHAPE
 from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.data.arrays import LabelledImages
+from cifar10_mlops.data.images import decode_png, png_header_problem
 from cifar10_mlops.data.kaggle.labels_csv import read_labels_csv
-from cifar10_mlops.data.kaggle.png import decode_png
-from cifar10_mlops.data.kaggle.train_7z import TrainArchive, list_train_7z, open_train_7z
+from cifar10_mlops.data.kaggle.train_7z import TrainArchive, open_train_7z
 
 
 def check_kaggle_files(archive: Path, labels_csv: Path) -> tuple[dict[int, str], dict[int, int]]:
-    """The checks that need no decompression: archive member names, the labels file, and
-    that every image has exactly one label row. Returns ({id: member}, {id: class index})."""
+    """The download stage's checks: archive member names, the labels file, that every image
+    has exactly one label row (cheap, first), then every member's PNG signature and 32x32
+    header (one decompression pass, no decoding), so what preprocess would refuse never
+    replaces a good data/raw. Returns ({id: member}, {id: class index})."""
     labels_by_id = read_labels_csv(labels_csv)
-    members = list_train_7z(archive)
-    _check_labels_match(archive, labels_csv, members, labels_by_id)
-    return members, labels_by_id
+    with open_train_7z(archive) as train_7z:
+        _check_labels_match(archive, labels_csv, train_7z.members, labels_by_id)
+
+        def check_header(image_id: int, png: bytes) -> None:
+            problem = png_header_problem(png)
+            if problem:
+                raise PipelineError(f"{archive}: member 'train/{image_id}.png': {problem}")
+
+        train_7z.read(check_header)
+        return train_7z.members, labels_by_id
 
 
 def _check_labels_match(
