@@ -197,3 +197,34 @@ def test_split_credentials():
     clean, auth = split_credentials("https://u:p%40ss@h.example:8443/x?y=1")
     assert clean == "https://h.example:8443/x?y=1"
     assert auth == "Basic dTpwQHNz"  # base64("u:p@ss")
+
+
+def test_a_server_chosen_reason_phrase_is_quoted_as_a_short_prefix(target, monkeypatch):
+    # The status line's reason phrase is the server's to choose; http.client takes 64 KiB.
+    import socket
+    import threading
+
+    for name in ("no_proxy", "NO_PROXY"):  # a proxy must not intercept the local server
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    reason = "R" * 60_000
+
+    def answer() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(f"HTTP/1.1 500 {reason}\r\nContent-Length: 0\r\n\r\n".encode())
+
+    server = threading.Thread(target=answer, daemon=True)
+    server.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/a.tar.gz"
+    try:
+        with pytest.raises(PipelineError) as info:
+            download_verified(url, target, PAYLOAD_MD5, timeout_s=10)
+    finally:
+        server.join(10)
+        listener.close()
+    message = one_line(info)
+    assert message.startswith(f"{url}: HTTP 500 {'R' * 100}; the server failed")
+    assert len(message) < 400

@@ -244,6 +244,8 @@ class _Download:
             hint = "the server failed; try again later, or use data.source: local with a downloaded archive"
         else:
             hint = f"check {self.key}.url"
+        # The reason phrase is the server's to choose (http.client allows 64 KiB): a prefix.
+        reason = _one_line(reason)[:100]
         return PipelineError(_one_line(f"{self.url}: HTTP {status} {reason}; {hint}"))
 
     def _unreachable_error(self, reason: object) -> PipelineError:

@@ -541,3 +541,23 @@ def test_non_zip_file_is_refused(tmp_path, content):
         extract_zip_members(path, {"train.7z": 10}, target)
     assert str(path) in one_line(info)
     assert "not a readable zip" in str(info.value)
+
+
+def test_zip_member_count_is_checked_from_the_end_record_before_parsing(tmp_path, monkeypatch):
+    # ZipFile() would build an object per entry first; the end record's declared count is
+    # checked before. The cap is lowered here: a real zip of 200,001 entries takes long to
+    # build, and the 16-bit count field of a plain zip stops at 65,535.
+    from cifar10_mlops.data.kaggle import zip_members
+
+    archive = make_zip(tmp_path / "cifar-10.zip", {"train.7z": b"7z", "trainLabels.csv": b"x"})
+    data = bytearray(archive.read_bytes())
+    end = data.rindex(b"PK\x05\x06")  # end of central directory: counts at +8 and +10
+    data[end + 8 : end + 12] = (65535).to_bytes(2, "little") * 2
+    archive.write_bytes(bytes(data))
+    monkeypatch.setattr(zip_members, "MAX_MEMBERS", 1000)
+    with pytest.raises(PipelineError) as info:
+        extract_zip_members(archive, {"train.7z": 10}, tmp_path)
+    assert one_line(info) == (
+        f"{archive}: declares 65535 members, above the cap of 1000; this is not the Kaggle "
+        "cifar-10.zip"
+    )
