@@ -232,3 +232,21 @@ def test_trust_model_code_loads_it_the_mlflow_way_and_its_code_runs(tmp_path, ca
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(picture)
     run_main(["predict", "--trust-model-code", "--model", str(model), str(picture)], capsys)
     assert marker.exists()
+
+
+def test_a_keras_file_carrying_python_code_is_refused_by_safe_mode(tmp_path, capsys):
+    # A Lambda layer stores Python bytecode in the .keras file; Keras' safe mode refuses it.
+    from cifar10_mlops.core.quiet_tensorflow import keras
+
+    model = keras.Sequential(
+        [keras.Input((32, 32, 3)), keras.layers.Lambda(lambda x: x * 2.0), keras.layers.Flatten()]
+    )
+    path = tmp_path / "model.keras"
+    model.save(path)
+    picture = tmp_path / "p.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(picture)
+    code, out, err = run_main(["predict", "--model", str(path), str(picture)], capsys)
+    assert code == 2 and out == ""
+    assert one_error_line(err) == f"error: {path}: cannot load the model (ValueError); retrain it"
+    # The file itself is sound: without safe mode Keras loads it (and would run its code).
+    assert keras.saving.load_model(path, compile=False, safe_mode=False) is not None
