@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
         "python_model, code/ or pickles): only for models from a source you trust. Without it "
         "only the model's model.keras is loaded, in Keras' safe mode",
     )
+    predict.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-time augmentation: average over flips and 1-pixel shifts (evaluate.tta). "
+        "Default: as the model was evaluated (an MLflow model's own setting; for a .keras "
+        "file, ./params.yaml's evaluate.tta)",
+    )
     predict.add_argument("--output", type=Path, help="CSV to write (default: stdout)")
     predict.add_argument(
         "--batch-size",
@@ -113,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             args.batch_size,
             args.quiet,
             trust_model_code=args.trust_model_code,
+            tta=args.tta,
         )
     if args.command == "worker":
         from cifar10_mlops.cli.worker import run_worker

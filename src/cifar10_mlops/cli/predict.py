@@ -104,11 +104,20 @@ _OTHER_FLAVOUR = (
 )
 
 
-def load_classifier(model: str, trust_model_code: bool = False) -> Classifier:
+def load_classifier(
+    model: str, trust_model_code: bool = False, tta: bool | None = None
+) -> Classifier:
     """A Keras file, an MLflow model directory or an MLflow model URI -> a Classifier.
 
     trust_model_code: load an MLflow model the MLflow way (mlflow.pyfunc), which runs the
-    code it carries; otherwise only its model.keras is loaded, in Keras' safe mode."""
+    code it carries; otherwise only its model.keras is loaded, in Keras' safe mode.
+    tta: test-time augmentation (model/tta.py); None: what the model was evaluated with (an
+    MLflow model's model_config; for a .keras file, ./params.yaml's evaluate.tta if present)."""
+    if trust_model_code and tta is not None:
+        raise PipelineError(
+            f"--tta/--no-tta: a model loaded with {TRUST_FLAG} predicts the way it was logged "
+            "(its evaluate.tta); drop the flag, or drop --trust-model-code to choose"
+        )
     path = Path(model)
     if path.is_dir():
         if not (path / "MLmodel").is_file():
@@ -118,7 +127,7 @@ def load_classifier(model: str, trust_model_code: bool = False) -> Classifier:
             )
         if trust_model_code:
             return _mlflow_classifier(model)
-        return _keras_classifier(project_keras_file(path, model))
+        return _keras_classifier(project_keras_file(path, model), _logged_tta(path, tta))
     if not os.path.lexists(path) and _URI_SCHEME.match(model):
         scheme = model.split(":", 1)[0]
         if scheme.lower() not in MODEL_URI_SCHEMES:
@@ -129,7 +138,7 @@ def load_classifier(model: str, trust_model_code: bool = False) -> Classifier:
             )
         if trust_model_code:
             return _mlflow_classifier(model)
-        return _downloaded_keras_classifier(model)
+        return _downloaded_keras_classifier(model, tta)
     if path.exists() and not path.is_file():
         raise PipelineError(f"{model}: not a regular file; give the .keras model file")
     if not path.is_file():  # checked before Keras is imported: a quick, quiet answer
@@ -137,19 +146,45 @@ def load_classifier(model: str, trust_model_code: bool = False) -> Classifier:
             f"{model}: model file not found; run `dvc repro` to train one, or give an MLflow "
             "model URI such as models:/<name>@<alias>"
         )
-    return _keras_classifier(path)
+    return _keras_classifier(path, _project_tta() if tta is None else tta)
 
 
-def _keras_classifier(path: Path) -> Classifier:
+def _keras_classifier(path: Path, tta: bool) -> Classifier:
     from cifar10_mlops.model.build import load_model
+    from cifar10_mlops.model.tta import predict_probabilities
 
     keras_model = load_model(path)
 
     def classify(images: np.ndarray) -> tuple[list[str], np.ndarray]:
-        probabilities = keras_model.predict(images, batch_size=len(images), verbose=0)
+        probabilities = predict_probabilities(
+            lambda batch: keras_model.predict(batch, batch_size=len(batch), verbose=0),
+            images,
+            tta,
+        )
         return labels_from_probabilities(probabilities, str(path))
 
     return classify
+
+
+def _project_tta() -> bool:
+    """evaluate.tta of the project in the working directory (its models/model.keras was
+    scored that way); off outside a project."""
+    from cifar10_mlops.core.config import PARAMS_FILE
+    from cifar10_mlops.core.params import load_params
+
+    return Path(PARAMS_FILE).is_file() and load_params(PARAMS_FILE).evaluate.tta
+
+
+def _logged_tta(model_dir: Path, tta: bool | None) -> bool:
+    """The TTA an MLflow model was logged with (its MLmodel's model_config), unless chosen."""
+    if tta is not None:
+        return tta
+    from cifar10_mlops.core.params import read_params_yaml  # size-capped, no YAML aliases
+    from cifar10_mlops.tracking.serving import logged_tta
+
+    mlmodel = read_params_yaml(model_dir / "MLmodel") or {}
+    flavor = (mlmodel.get("flavors") or {}).get("python_function") or {}
+    return logged_tta(flavor.get("config"))  # MLflow writes model_config there
 
 
 def project_keras_file(directory: Path, model: str) -> Path:
@@ -172,7 +207,7 @@ def project_keras_file(directory: Path, model: str) -> Path:
     return candidates[0]
 
 
-def _downloaded_keras_classifier(uri: str) -> Classifier:
+def _downloaded_keras_classifier(uri: str, tta: bool | None) -> Classifier:
     """models:/ or runs:/ -> the model's files downloaded (nothing of them is run) into a
     temporary directory, removed once Keras has loaded the model.keras into memory."""
     with _tracking_store(uri) as store:
@@ -188,7 +223,7 @@ def _downloaded_keras_classifier(uri: str) -> Classifier:
                     f"{uri}: not an MLflow model (no MLmodel file); give the model's URI, e.g. "
                     "runs:/<run id>/model"
                 )
-            return _keras_classifier(project_keras_file(local, uri))
+            return _keras_classifier(project_keras_file(local, uri), _logged_tta(local, tta))
 
 
 @contextlib.contextmanager
@@ -315,6 +350,7 @@ def predict_to_csv(
     batch_size: int = DEFAULT_BATCH_SIZE,
     quiet: bool = False,
     trust_model_code: bool = False,
+    tta: bool | None = None,
 ) -> int:
     if output is not None and (output.is_dir() or output.name in ("", ".", "..")):
         # Checked first: the CSV is written after every prediction is done.
@@ -332,7 +368,7 @@ def predict_to_csv(
     # Libraries that print progress (an older Keras-flavour MLflow model does) must not mix
     # their text into a CSV written to stdout.
     with contextlib.redirect_stdout(sys.stderr):
-        classify = load_classifier(str(model), trust_model_code)
+        classify = load_classifier(str(model), trust_model_code, tta)
         rows = predict_rows(classify, images, batch_size, progress)
     failed = [row for row in rows if row[3]]
     if len(failed) == len(rows):

@@ -74,7 +74,8 @@ def dvc_set_arguments(overrides: dict, prefix: str = "") -> list[str]:
 def _yaml_scalar(value: Any) -> str:
     if isinstance(value, str) and value.isidentifier() and yaml.safe_load(value) == value:
         return value
-    text = json.dumps(value)
+    # No spaces: the arguments are spliced into a shell command, `$(cifar10-mlops preset NAME)`.
+    text = json.dumps(value, separators=(",", ":"))
     if isinstance(value, float) and "e" in text and "." not in text:
         text = text.replace("e", ".0e")  # YAML 1.1 reads 2e-05 as a string, 2.0e-05 as a float
     return text

@@ -83,8 +83,16 @@ class CifarResNetParams(_Strict):
         return value
 
 
+class AirbenchParams(_Strict):
+    """The airbench-style network (model/airbench.py): one width per conv group."""
+
+    widths: Annotated[
+        list[Annotated[int, Field(ge=4, le=2048)]], Field(min_length=1, max_length=5)
+    ] = [64, 256, 256]
+
+
 class ModelParams(_Strict):
-    backbone: Literal["resnet50", "vgg16", "cifar_resnet"] = "resnet50"
+    backbone: Literal["resnet50", "vgg16", "cifar_resnet", "airbench"] = "resnet50"
     # none | imagenet | path to a weights file (.weights.h5 / .h5) for the backbone
     weights: str = "none"
     input_size: Annotated[int, Field(ge=32, le=512)] = 32
@@ -96,6 +104,7 @@ class ModelParams(_Strict):
     # reflect the data, and short schedules evaluate on stale statistics. 0.9 tracks faster.
     batchnorm_momentum: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
     cifar_resnet: CifarResNetParams = CifarResNetParams()
+    airbench: AirbenchParams = AirbenchParams()
 
     @field_validator("weights")
     @classmethod
@@ -144,6 +153,9 @@ class TrainParams(_Strict):
 
 class EvaluateParams(_Strict):
     misclassified_grid: Annotated[int, Field(ge=0, le=400)] = 36
+    # Test-time augmentation: average the predictions over horizontal flips and 1-pixel
+    # translations; used alike by evaluate, `cifar10-mlops predict` and the logged model.
+    tta: bool = False
 
 
 # A registered-model name that stays one path segment of `models:/<name>@champion`.

@@ -23,9 +23,13 @@ def _import_quietly():
     os.dup2(devnull, 2)
     try:
         import keras
-        import tensorflow
 
-        tensorflow.config.list_physical_devices()  # the cuInit attempt happens here
+        # Only the TensorFlow backend needs TensorFlow: the benchmarks run the same model code
+        # under JAX on machines without it (KERAS_BACKEND=jax).
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # the cuInit attempt happens here
     finally:
         os.dup2(saved_stderr, 2)
         os.close(saved_stderr)

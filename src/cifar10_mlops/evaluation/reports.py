@@ -12,6 +12,7 @@ from cifar10_mlops.core.params import EvaluateParams
 from cifar10_mlops.core.quiet_tensorflow import keras
 from cifar10_mlops.data.arrays import LabelledImages
 from cifar10_mlops.evaluation import metrics, plots
+from cifar10_mlops.model.tta import predict_probabilities
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,9 @@ def evaluate_model(
     params: EvaluateParams,
     history_csv: Path | None = None,
 ) -> EvaluationReport:
-    probabilities = model.predict(test.images, batch_size=256, verbose=0)
+    probabilities = predict_probabilities(
+        lambda batch: model.predict(batch, batch_size=256, verbose=0), test.images, params.tta
+    )
     result = metrics.compute_metrics(test.labels, probabilities, test.class_names)
     plots_dir = reports_dir / "plots"
     files = {

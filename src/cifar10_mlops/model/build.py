@@ -13,6 +13,7 @@ from cifar10_mlops.core.config import IMAGE_SHAPE
 from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.core.params import ModelParams
 from cifar10_mlops.core.quiet_tensorflow import keras
+from cifar10_mlops.model.airbench import airbench_net, whiten_from_images
 from cifar10_mlops.model.cifar_resnet import cifar_resnet
 
 layers = keras.layers
@@ -35,6 +36,14 @@ class CaffePreprocess(keras.layers.Layer):
         return bgr - keras.ops.convert_to_tensor(IMAGENET_BGR_MEAN, dtype=self.compute_dtype)
 
 
+# Trained from scratch on 32x32 photos (no ImageNet weights exist for them).
+COMPACT_BACKBONES = {
+    "cifar_resnet": lambda shape, p: cifar_resnet(
+        shape, p.cifar_resnet.depth, p.cifar_resnet.width
+    ),
+    "airbench": lambda shape, p: airbench_net(shape, tuple(p.airbench.widths)),
+}
+
 BACKBONES = {
     "resnet50": keras.applications.ResNet50,
     "vgg16": keras.applications.VGG16,
@@ -44,7 +53,7 @@ BACKBONES = {
 def build_backbone(params: ModelParams) -> keras.Model:
     size = params.input_size
     weights: str | None = None if params.weights == "none" else params.weights
-    if params.backbone == "cifar_resnet":
+    if params.backbone in COMPACT_BACKBONES:
         return _compact_backbone(params, size, weights)
     if weights not in (None, "imagenet"):
         weights_path = Path(weights).expanduser()
@@ -78,29 +87,30 @@ def _compact_backbone(params: ModelParams, size: int, weights: str | None) -> ke
     if weights == "imagenet":
         raise PipelineError(
             "params.yaml: model.weights 'imagenet' does not exist for model.backbone "
-            "'cifar_resnet'; use 'none', a weights file, or backbone resnet50/vgg16"
+            f"'{params.backbone}'; use 'none', a weights file, or backbone resnet50/vgg16"
         )
-    backbone = cifar_resnet((size, size, 3), params.cifar_resnet.depth, params.cifar_resnet.width)
+    backbone = COMPACT_BACKBONES[params.backbone]((size, size, 3), params)
     if weights:
         weights_path = Path(weights).expanduser()
         if not weights_path.is_file():
             raise PipelineError(
                 f"params.yaml: model.weights '{weights}' is not a file; give a path to a "
-                "cifar_resnet weights file, or 'none'"
+                f"{params.backbone} weights file, or 'none'"
             )
         try:
             backbone.load_weights(weights_path)
         except ValueError as exc:
             raise PipelineError(
-                f"params.yaml: model.weights '{weights}' does not fit the cifar_resnet backbone "
-                f"({str(exc).splitlines()[0][:160]}); use weights saved from the same depth and width"
+                f"params.yaml: model.weights '{weights}' does not fit the {params.backbone} "
+                f"backbone ({str(exc).splitlines()[0][:160]}); use weights saved from the same "
+                "depth and widths"
             ) from None
     return backbone
 
 
 def _normalize(x, params: ModelParams):
     """uint8 -> float, standardised the way the backbone's weights expect."""
-    if params.weights == "none" or params.backbone == "cifar_resnet":  # ours is trained on CIFAR
+    if params.weights == "none" or params.backbone in COMPACT_BACKBONES:  # trained on CIFAR
         x = layers.Normalization(
             mean=list(CIFAR_MEAN), variance=[s * s for s in CIFAR_STD], name="standardize"
         )(x)
@@ -156,6 +166,12 @@ def build_model(params: ModelParams, num_classes: int) -> keras.Model:
         features = backbone(x)
     outputs = _head(features, params, num_classes)
     return keras.Model(inputs, outputs, name=f"{params.backbone}_{params.head}")
+
+
+def set_from_training_images(model: keras.Model, images) -> None:
+    """Layers whose weights come from the data, not from training: the airbench backbone's
+    patch-whitening layer (a no-op for the other backbones). Before the first step."""
+    whiten_from_images(model, images, (CIFAR_MEAN, CIFAR_STD))
 
 
 def load_model(path: Path) -> keras.Model:

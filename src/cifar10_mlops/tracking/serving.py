@@ -2,6 +2,8 @@
 `mlflow.pyfunc.load_model(...)` and `cifar10-mlops predict --model models:/...` run.
 
 Input: a batch of raw uint8 RGB images, shape (N, 32, 32, 3) (the model normalises itself).
+With `evaluate.tta` on, the logged model's configuration says so (MLmodel: model_config tta)
+and it averages the same views evaluate scored (model/tta.py).
 Output: a pandas DataFrame with one row per image: `label` (class name), `confidence` (its
 probability) and `p_<class>` for each of the ten classes.
 
@@ -30,8 +32,10 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 
 import cifar10_mlops
 from cifar10_mlops.core.config import CLASS_NAMES, IMAGE_SHAPE
+from cifar10_mlops.model.tta import predict_probabilities
 
 KERAS_ARTIFACT = "keras_model"
+TTA_CONFIG_KEY = "tta"  # model_config: predict with model/tta.py's views (evaluate.tta)
 PROBABILITY_COLUMNS = tuple(f"p_{name}" for name in CLASS_NAMES)
 OUTPUT_COLUMNS = ("label", "confidence", *PROBABILITY_COLUMNS)
 # Keras splits larger inputs into batches of this size, so a big REST request cannot
@@ -57,23 +61,35 @@ mlflow.models.set_model(Cifar10Classifier())
 class Cifar10Classifier(PythonModel):
     """uint8 images (N, 32, 32, 3) -> DataFrame of label, confidence, p_<class>."""
 
-    def __init__(self, keras_model=None):
+    def __init__(self, keras_model=None, tta: bool = False):
         # A Keras model passed here is used as is (no MLflow context needed); otherwise
         # load_context loads it from the logged model.keras artifact.
         super().__init__()
         self._keras_model = keras_model
+        self._tta = tta
 
     def load_context(self, context) -> None:
         from cifar10_mlops.model.build import load_model
 
         self._keras_model = load_model(Path(context.artifacts[KERAS_ARTIFACT]))
+        self._tta = logged_tta(context.model_config)
 
     # The np.ndarray hint documents what the signature delivers and tells MLflow not to
     # infer a schema from the hint (the explicit tensor signature is the schema).
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         images = as_image_batch(model_input)
-        probabilities = self._keras_model.predict(images, batch_size=PREDICT_BATCH_SIZE, verbose=0)
+        keras_model = self._keras_model
+        probabilities = predict_probabilities(
+            lambda batch: keras_model.predict(batch, batch_size=PREDICT_BATCH_SIZE, verbose=0),
+            images,
+            self._tta,
+        )
         return probabilities_frame(probabilities)
+
+
+def logged_tta(model_config) -> bool:
+    """The test-time augmentation a logged model was evaluated with (its model_config)."""
+    return bool((model_config or {}).get(TTA_CONFIG_KEY, False))
 
 
 def as_image_batch(model_input) -> np.ndarray:
@@ -160,7 +176,7 @@ def pip_requirements() -> list[str]:
     return pins
 
 
-def _model_kwargs(keras_model_file: Path, entry_script: Path, input_example) -> dict:
+def _model_kwargs(keras_model_file: Path, entry_script: Path, input_example, tta: bool) -> dict:
     """What log_model and save_model share."""
     keras_model_file = Path(keras_model_file)
     if not keras_model_file.is_file():
@@ -175,6 +191,7 @@ def _model_kwargs(keras_model_file: Path, entry_script: Path, input_example) -> 
         "signature": signature(),
         "input_example": input_example,
         "pip_requirements": pip_requirements(),
+        "model_config": {TTA_CONFIG_KEY: bool(tta)},
     }
 
 
@@ -182,6 +199,7 @@ def log_classifier(
     keras_model_file: Path,
     artifact_path: str = "model",
     input_example: np.ndarray | None = None,
+    tta: bool = False,
 ) -> ModelInfo:
     """Log the model.keras file as the pyfunc classifier into the active MLflow run.
 
@@ -196,19 +214,22 @@ def log_classifier(
         raise RuntimeError("log_classifier needs an active MLflow run (inside mlflow.start_run())")
     with tempfile.TemporaryDirectory() as scratch:
         kwargs = _model_kwargs(
-            keras_model_file, Path(scratch) / "cifar10_classifier.py", input_example
+            keras_model_file, Path(scratch) / "cifar10_classifier.py", input_example, tta
         )
         return mlflow.pyfunc.log_model(name=artifact_path, **kwargs)
 
 
 def save_classifier(
-    keras_model_file: Path, path: Path, input_example: np.ndarray | None = None
+    keras_model_file: Path,
+    path: Path,
+    input_example: np.ndarray | None = None,
+    tta: bool = False,
 ) -> Path:
     """Write the pyfunc classifier to a local directory, e.g. for `mlflow models serve -m DIR`
     or `cifar10-mlops predict --model DIR`. `path` must not exist or be empty."""
     with tempfile.TemporaryDirectory() as scratch:
         kwargs = _model_kwargs(
-            keras_model_file, Path(scratch) / "cifar10_classifier.py", input_example
+            keras_model_file, Path(scratch) / "cifar10_classifier.py", input_example, tta
         )
         mlflow.pyfunc.save_model(str(path), **kwargs)
     return Path(path)

@@ -21,7 +21,7 @@ from cifar10_mlops.core.params import Params, TrainParams
 from cifar10_mlops.core.quiet_tensorflow import keras
 from cifar10_mlops.data.arrays import LabelledImages
 from cifar10_mlops.data.split import stratified_split
-from cifar10_mlops.model.build import build_model
+from cifar10_mlops.model.build import build_model, set_from_training_images
 from cifar10_mlops.training.cluster import (
     cluster_errors,
     global_batch_norm,
@@ -75,6 +75,7 @@ def train_model(
     keras.mixed_precision.set_global_policy(runtime.mixed_precision)
     with runtime.strategy.scope():
         model = build_model(params.model, num_classes=len(train_data.class_names))
+        set_from_training_images(model, train_data.images)  # a resumed run restores over it
         compile_model(model, cfg, runtime.jit_compile)
         state = TrainingState(Path(checkpoint_dir), resume_key)
         if runtime.cluster is None:

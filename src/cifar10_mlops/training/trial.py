@@ -17,6 +17,7 @@ from cifar10_mlops.core.params import Params
 from cifar10_mlops.core.quiet_tensorflow import keras
 from cifar10_mlops.data.arrays import LabelledImages
 from cifar10_mlops.evaluation.metrics import compute_metrics, metrics_dict
+from cifar10_mlops.model.tta import predict_probabilities
 from cifar10_mlops.training.fit import train_model
 
 
@@ -29,9 +30,9 @@ class Trial:
     best_epoch: int  # 1-based
 
 
-def score(model: keras.Model, test: LabelledImages) -> dict[str, float | int]:
-    """The evaluate stage's metrics of `model` on `test`."""
-    probabilities = model.predict(test.images, batch_size=256, verbose=0)
+def score(model: keras.Model, test: LabelledImages, tta: bool = False) -> dict[str, float | int]:
+    """The evaluate stage's metrics of `model` on `test` (with `evaluate.tta`'s views if tta)."""
+    probabilities = predict_probabilities(model.predict_on_batch, test.images, tta)
     return metrics_dict(compute_metrics(test.labels, probabilities, test.class_names))
 
 
@@ -53,7 +54,7 @@ def run_trial(
         seconds = time.perf_counter() - start
     return Trial(
         model=outcome.model,
-        metrics=score(outcome.model, test),
+        metrics=score(outcome.model, test, params.evaluate.tta),
         train_seconds=seconds,
         epochs_run=outcome.epochs_run,
         best_epoch=outcome.best_epoch + 1,
