@@ -250,3 +250,20 @@ def test_a_keras_file_carrying_python_code_is_refused_by_safe_mode(tmp_path, cap
     assert one_error_line(err) == f"error: {path}: cannot load the model (ValueError); retrain it"
     # The file itself is sound: without safe mode Keras loads it (and would run its code).
     assert keras.saving.load_model(path, compile=False, safe_mode=False) is not None
+
+
+@pytest.mark.parametrize(
+    "mlmodel", ["- a list\n", "flavors: [python_function]\n", "flavors:\n  python_function: 3\n"]
+)
+def test_an_mlmodel_file_of_any_shape_does_not_end_in_a_traceback(
+    tiny_model, tmp_path, capsys, mlmodel
+):
+    model = tmp_path / "model-dir"
+    (model / "artifacts").mkdir(parents=True)
+    (model / "artifacts" / "model.keras").write_bytes(tiny_model.read_bytes())
+    (model / "MLmodel").write_text(mlmodel, encoding="utf-8")
+    picture = tmp_path / "p.png"
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(picture)
+    code, out, err = run_main(["predict", "--model", str(model), str(picture)], capsys)
+    assert code == 0, err
+    assert read_csv(out)[0]["label"]

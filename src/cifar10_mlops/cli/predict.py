@@ -183,8 +183,11 @@ def _logged_tta(model_dir: Path, tta: bool | None) -> bool:
     from cifar10_mlops.tracking.serving import logged_tta
 
     mlmodel = read_params_yaml(model_dir / "MLmodel") or {}
-    flavor = (mlmodel.get("flavors") or {}).get("python_function") or {}
-    return logged_tta(flavor.get("config"))  # MLflow writes model_config there
+    # The file is the model's to write: any shape must end in a clear "off", not a traceback.
+    flavors = mlmodel.get("flavors") if isinstance(mlmodel, dict) else None
+    flavor = flavors.get("python_function") if isinstance(flavors, dict) else None
+    config = flavor.get("config") if isinstance(flavor, dict) else None
+    return logged_tta(config if isinstance(config, dict) else None)  # MLflow's model_config
 
 
 def project_keras_file(directory: Path, model: str) -> Path:
