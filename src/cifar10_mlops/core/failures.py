@@ -53,6 +53,7 @@ def _exit_cleanly_on_sigterm() -> None:
 
 
 def _raise_system_exit(signum: int, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it outright
     raise SystemExit(128 + signum)
 
 
