@@ -217,7 +217,7 @@ def case_7c(work: Path, src: Path):
     model = work / "model.keras"
     if not model.exists():
         _tiny_model(model)
-    root = project(work / f"p7c-{src.name}", "")
+    root = project(work / f"p7c-{src.name}", "evaluate:\n  tta: false\n")  # predict reads it
     args = [sys.executable, "-m", "cifar10_mlops.cli.main", "predict", "--model", str(model)]
     return [*args, str(picture), "--quiet"], root
 
