@@ -75,6 +75,11 @@ def test_labels_csv_missing_file(tmp_path):
         ("id,label\n1\n", "line 2 has 1 fields"),
         ("id,label\n1,cat\n2;dog\n", "line 3 has 1 fields"),
         ("id,label\n1," + "a" * 200_000 + "\n", "not a readable CSV"),
+        # int() refuses over 4,300 digits (ValueError); ids are at most 9 digits, as train/<id>.png
+        ("id,label\n" + "1" * 5000 + ",cat\n", f"line 2: id '{'1' * 100}'... (5000 characters"),
+        ("id,label\n1234567890,cat\n", "id '1234567890' is not a positive integer of at most 9"),
+        # a long class name is quoted as a short prefix
+        ("id,label\n1," + "k" * 100_000 + "\n", f"unknown class name '{'k' * 100}'... (100000"),
     ],
 )
 def test_labels_csv_errors(make_labels_csv, text, expected):
