@@ -9,6 +9,9 @@ from cifar10_mlops.data.arrays import load_npz
 from cifar10_mlops.evaluation.reports import evaluate_model
 from cifar10_mlops.model.build import load_model
 from cifar10_mlops.tracking import registry
+from cifar10_mlops.tracking.datasets import log_split
+from cifar10_mlops.tracking.description import write_note
+from cifar10_mlops.tracking.epoch_logger import log_kept_epoch_scores
 from cifar10_mlops.tracking.lifecycle import run_lifecycle
 from cifar10_mlops.tracking.runs import (
     clear_training_state,
@@ -22,12 +25,22 @@ from cifar10_mlops.tracking.runs import (
 def main() -> None:
     run_id = read_run_id(config.RUN_INFO_JSON)
     with run_lifecycle():
-        resume_run(run_id)
+        run = resume_run(run_id)
         params = load_params(config.PARAMS_FILE)
         test = load_npz(config.TEST_NPZ)
         model = load_model(config.MODEL_FILE)
         report = evaluate_model(model, test, config.REPORTS_DIR, params.evaluate)
-        log_final_results(report.metrics, report.files, config.MODEL_FILE, test.images[:4])
+        test_dataset = log_split(params.data, test, "test", run.data.tags["data_version"])
+        logged = log_final_results(
+            report.metrics,
+            report.files,
+            config.MODEL_FILE,
+            test.images[:4],
+            test_dataset,
+            tta=params.evaluate.tta,
+        )
+        log_kept_epoch_scores(config.HISTORY_CSV, logged.model_id)
+        write_note(run_id)  # the description, now with the test metrics
         name = params.mlflow.registered_model
         registration = registry.register_run_model(run_id, name) if name else None
     clear_training_state(run_id)  # done: the next change starts a fresh run

@@ -10,7 +10,7 @@ from cifar10_mlops.data.arrays import load_npz
 from cifar10_mlops.tracking.epoch_logger import EpochMetricsLogger, log_missing_epochs
 from cifar10_mlops.tracking.lifecycle import run_lifecycle
 from cifar10_mlops.tracking.provenance import data_version, training_digest
-from cifar10_mlops.tracking.runs import log_training_layout, start_pipeline_run
+from cifar10_mlops.tracking.runs import log_kept_epoch, log_training_layout, start_pipeline_run
 from cifar10_mlops.training.cluster import require_chief
 from cifar10_mlops.training.fit import train_model
 
@@ -23,7 +23,7 @@ def main() -> None:
             require_chief()  # the other tasks run `cifar10-mlops worker`
         train_data = load_npz(config.TRAIN_NPZ)
         version = data_version([config.TRAIN_NPZ, config.TEST_NPZ])
-        start_pipeline_run(params, version, config.RUN_INFO_JSON)
+        start_pipeline_run(params, version, config.RUN_INFO_JSON, train_data=train_data)
         outcome = train_model(
             params,
             train_data,
@@ -35,6 +35,7 @@ def main() -> None:
         )
         log_missing_epochs(config.HISTORY_CSV)  # finished before a kill, not yet logged
         log_training_layout(outcome.replicas, outcome.workers)
+        log_kept_epoch(outcome.best_epoch)
     resumed = (
         f", resumed after epoch {outcome.resumed_from_epoch}" if outcome.resumed_from_epoch else ""
     )

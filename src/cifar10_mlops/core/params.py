@@ -168,6 +168,10 @@ class MlflowParams(_Strict):
     # evaluate registers each model as a new version of this registered model; empty or null
     # switches registration off.
     registered_model: str | None = "cifar10-resnet50"
+    # CPU, memory, disk and network use while train runs (MLflow's system/* metrics, through
+    # psutil when it is installed): one sample every system_metrics_interval_s seconds.
+    system_metrics: bool = True
+    system_metrics_interval_s: Annotated[float, Field(ge=0.1, le=3600)] = 10.0
 
     @field_validator("registered_model")
     @classmethod

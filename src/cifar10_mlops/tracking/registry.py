@@ -2,8 +2,8 @@
 
 At the end of a successful evaluate, the run's logged model (`runs:/<run id>/model`) is
 registered as a new version of `mlflow.registered_model` (default `cifar10-resnet50`), with
-tags (data_version, params_digest, test_accuracy, test_macro_f1, git_commit, dvc_experiment)
-and a short description.
+tags (data_version, params_digest, test_accuracy, test_macro_f1, git_commit, dvc_experiment,
+train_dataset, test_dataset) and a short description.
 
 Promotion rule: the champion is the version with the highest held-out test accuracy (its
 `test_accuracy` tag), the earliest of equals; versions tagged `champion.excluded` = `true`
@@ -44,6 +44,8 @@ from dataclasses import dataclass
 
 from cifar10_mlops.core import config
 from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.tracking.datasets import EVALUATION, TRAINING, logged_input
+from cifar10_mlops.tracking.description import describe  # the run's two lines
 from cifar10_mlops.tracking.provenance import git_commit
 from cifar10_mlops.tracking.runs import DIGEST_TAG, MODEL_ARTIFACT
 from cifar10_mlops.tracking.store import client
@@ -61,7 +63,6 @@ EXCLUDED = "champion.excluded"
 # while other evaluates write between a read and a write.
 MAX_ROUNDS = 50
 UPSERT_ATTEMPTS = 5
-BACKBONES = {"resnet50": "ResNet50", "vgg16": "VGG16"}
 
 
 @dataclass(frozen=True)
@@ -149,32 +150,21 @@ def version_tags(run) -> dict[str, str]:
         "test_macro_f1": _number(metrics.get("test_macro_f1")),
         "git_commit": tags.get("mlflow.source.git.commit"),
         "dvc_experiment": tags.get("dvc_experiment"),
+        # The data the model was trained and tested on, as the run's Datasets panel names them
+        # (digest: data_version); the version's logged model lists them under "Datasets used".
+        "train_dataset": _dataset_name(run, TRAINING),
+        "test_dataset": _dataset_name(run, EVALUATION),
     }
     return {key: value for key, value in candidates.items() if value is not None}
 
 
+def _dataset_name(run, context: str) -> str | None:
+    found = logged_input(run, context)
+    return None if found is None else found.dataset.name
+
+
 def _number(value: float | None) -> str | None:
     return None if value is None else repr(float(value))
-
-
-def describe(run) -> str:
-    """Two lines: what was trained, and how it scored on which data."""
-    params = run.data.params
-    backbone = params.get("model.backbone", "?")
-    first = (
-        f"{BACKBONES.get(backbone, backbone)} backbone, {params.get('model.head', '?')} head, "
-        f"weights {params.get('model.weights', '?')}, up to {params.get('train.epochs', '?')} "
-        "epochs."
-    )
-    metrics = run.data.metrics
-    images = metrics.get("test_n_test")
-    on = f" on {int(images)} held-out images" if images is not None else ""
-    second = (
-        f"Test accuracy {metrics['test_accuracy']:.4f}, macro-F1 "
-        f"{metrics.get('test_macro_f1', float('nan')):.4f}{on}; data "
-        f"{run.data.tags.get('data_source', '?')} {run.data.tags.get('data_version', '?')}."
-    )
-    return f"{first}\n{second}"
 
 
 def current_champion(mlflow_client, name: str):

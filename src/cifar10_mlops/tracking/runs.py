@@ -10,6 +10,9 @@ logged: reports/mlflow_run.json then still names the run that produced the resto
   keeps the run id with a digest of the training params and the data version. When train
   starts again with the same digest and that run did not finish, the run is reopened
   (tag cifar10_mlops.attempts counts the attempts); evaluate's success clears the file.
+- What a person sees in the UI: a run name that says what the run is (naming.py), the train
+  and test arrays as datasets (datasets.py), a description (description.py) and, while train
+  runs, system metrics (CPU, memory, ...; `mlflow.system_metrics`, needs psutil).
 - No credential reaches MLflow: params are logged with URL user info redacted (secrets.py),
   environment variables are never logged, and MLflow's "View run at <tracking URI>" line is
   switched off when the URI carries a password (store.py).
@@ -17,6 +20,7 @@ logged: reports/mlflow_run.json then still names the run that produced the resto
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Iterable
@@ -27,7 +31,11 @@ from cifar10_mlops.core import config
 from cifar10_mlops.core.atomic import atomic_write_json
 from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.core.params import Params
+from cifar10_mlops.data.arrays import LabelledImages
 from cifar10_mlops.tracking import store
+from cifar10_mlops.tracking.datasets import log_split
+from cifar10_mlops.tracking.description import write_note
+from cifar10_mlops.tracking.naming import base_name, unique_name
 from cifar10_mlops.tracking.owners import mark_orphaned_runs_killed, owner_is_gone, owner_tags
 from cifar10_mlops.tracking.provenance import git_commit, training_digest
 from cifar10_mlops.tracking.secrets import loggable_params, redact_credentials
@@ -37,6 +45,7 @@ STATE_FILE = "mlflow_run.json"  # in config.TRAINING_STATE_DIR
 MODEL_ARTIFACT = "model"
 ATTEMPTS_TAG = "cifar10_mlops.attempts"
 DIGEST_TAG = "cifar10_mlops.params_digest"
+KEPT_EPOCH = "kept_epoch"
 
 
 def _state_path(state_path: Path | None) -> Path:
@@ -88,8 +97,21 @@ def _run_tags(params: Params, data_version_tag: str, digest: str) -> dict[str, s
     return tags
 
 
-def _reopen(mlflow, previous, tags: dict[str, str], params: dict[str, Any]):
-    run = mlflow.start_run(run_id=previous.info.run_id)
+def _system_metrics(mlflow, params: Params) -> bool:
+    """Whether this run logs system metrics: asked for, and psutil (which MLflow reads them
+    with) is installed; MLflow would raise without it."""
+    if not params.mlflow.system_metrics:
+        return False
+    if importlib.util.find_spec("psutil") is None:
+        print("mlflow: psutil is not installed, so this run logs no system metrics")
+        return False
+    mlflow.set_system_metrics_sampling_interval(params.mlflow.system_metrics_interval_s)
+    return True
+
+
+def _reopen(mlflow, previous, tags: dict[str, str], params: dict[str, Any], system: bool):
+    # The run keeps its name: a resumed attempt is the same run in the list.
+    run = mlflow.start_run(run_id=previous.info.run_id, log_system_metrics=system)
     try:
         attempts = int(previous.data.tags.get(ATTEMPTS_TAG, "1")) + 1
     except ValueError:
@@ -105,12 +127,18 @@ def _reopen(mlflow, previous, tags: dict[str, str], params: dict[str, Any]):
 
 
 def start_pipeline_run(
-    params: Params, data_version_tag: str, run_info_path: Path, state_path: Path | None = None
+    params: Params,
+    data_version_tag: str,
+    run_info_path: Path,
+    state_path: Path | None = None,
+    train_data: LabelledImages | None = None,
 ) -> str:
     """Open this pipeline run's MLflow run and write its id to `run_info_path`.
 
     The run is the unfinished run of an earlier attempt at the same training (same digest,
-    found through the state file) or else a new one, with every param and the tags logged.
+    found through the state file) or else a new one, named after what it is (naming.py), with
+    every param and the tags logged. With `train_data`, the training arrays are logged as its
+    `training` dataset. The run's description says what it trains.
     """
     mlflow = configured_mlflow()
     mlflow_client = mlflow.MlflowClient()
@@ -120,12 +148,25 @@ def start_pipeline_run(
     digest = training_digest(params, data_version_tag)
     tags = _run_tags(params, data_version_tag, digest)
     previous = _unfinished_run(mlflow_client, _read_json(state_file), digest, experiment_id)
+    system = _system_metrics(mlflow, params)
     if previous is not None:
-        run = _reopen(mlflow, previous, tags, loggable_params(params))
+        run = _reopen(mlflow, previous, tags, loggable_params(params), system)
     else:
-        run = mlflow.start_run(experiment_id=experiment_id, tags={**tags, ATTEMPTS_TAG: "1"})
+        images = None if train_data is None else len(train_data.labels)
+        name = unique_name(
+            mlflow_client, experiment_id, base_name(params, images, tags.get("dvc_experiment"))
+        )
+        run = mlflow.start_run(
+            experiment_id=experiment_id,
+            run_name=name,
+            tags={**tags, ATTEMPTS_TAG: "1"},
+            log_system_metrics=system,
+        )
         mlflow.log_params(loggable_params(params))
     run_id = run.info.run_id
+    if train_data is not None:
+        log_split(params.data, train_data, "train", data_version_tag)
+    write_note(run_id, mlflow_client)
     uri = redact_credentials(tracking_uri())
     atomic_write_json(
         run_info_path,
@@ -148,6 +189,11 @@ def log_training_layout(replicas: int, workers: int) -> None:
     configured_mlflow().set_tags(
         {"cifar10_mlops.replicas": str(replicas), "cifar10_mlops.workers": str(workers)}
     )
+
+
+def log_kept_epoch(epoch: int) -> None:
+    """Which epoch's weights models/model.keras holds (0-based, as the metrics' steps)."""
+    configured_mlflow().log_metric(KEPT_EPOCH, epoch)
 
 
 def clear_training_state(run_id: str, state_path: Path | None = None) -> None:
@@ -197,16 +243,26 @@ def log_final_results(
     artifacts: Iterable[Path],
     model_file: Path,
     example_images,
+    test_dataset=None,
+    tta: bool = False,
 ):
-    """Final metrics (prefixed test_ so they never collide with the per-epoch series), the
-    reports and plots, and the model as the pyfunc classifier (serving.py) with a signature
-    and an input example. Returns MLflow's ModelInfo of the logged model."""
+    """The model as the pyfunc classifier (serving.py) with a signature and an input example,
+    the final metrics (prefixed test_ so they never collide with the per-epoch series), and
+    the reports and plots. Returns MLflow's ModelInfo of the logged model.
+
+    The metrics go to the run and to its logged model, measured on `test_dataset` (an MLflow
+    dataset): the model's page then lists that data under "Datasets used"."""
     import mlflow
 
     from cifar10_mlops.tracking.serving import log_classifier
 
-    mlflow.log_metrics({f"test_{key}": float(value) for key, value in metrics.items()})
+    info = log_classifier(Path(model_file), MODEL_ARTIFACT, input_example=example_images, tta=tta)
+    mlflow.log_metrics(
+        {f"test_{key}": float(value) for key, value in metrics.items()},
+        model_id=info.model_id,
+        dataset=test_dataset,
+    )
     for path in artifacts:
         if Path(path).is_file():
             mlflow.log_artifact(str(path), artifact_path="reports")
-    return log_classifier(Path(model_file), MODEL_ARTIFACT, input_example=example_images)
+    return info
