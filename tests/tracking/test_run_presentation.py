@@ -147,3 +147,28 @@ def test_the_system_metrics_params_are_validated(tmp_path, mlflow_params, key):
 
     with pytest.raises(PipelineError, match=f"key '{key}' = "):
         parse_params({"mlflow": mlflow_params}, tmp_path / "params.yaml")
+
+
+def test_the_logged_model_lists_the_data_it_was_trained_and_tested_on(store, tmp_path):
+    from cifar10_mlops.tracking.datasets import log_split
+    from cifar10_mlops.tracking.epoch_logger import log_kept_epoch_scores
+    from tests.helpers.models import tiny_keras_model_file
+
+    chosen = params()
+    run_id = runs.start_pipeline_run(chosen, VERSION, tmp_path / "run.json", train_data=images(30))
+    runs.log_kept_epoch(1)
+    runs.end_run()
+    history = tmp_path / "history.csv"  # no validation: Keras' CSVLogger writes NA there
+    history.write_text("epoch,accuracy,loss,val_accuracy\n0,0.2,2.0,NA\n1,0.3,1.5,NA\n")
+    with runs.resume_run(run_id):
+        test = log_split(chosen.data, images(10), "test", VERSION)
+        model = tiny_keras_model_file(tmp_path / "model.keras")
+        info = runs.log_final_results({"accuracy": 0.5}, [], model, images(2).images, test)
+        kept = log_kept_epoch_scores(history, info.model_id)
+    assert kept == {"kept_accuracy": 0.3, "kept_loss": 1.5}
+    linked = {
+        (m.key, m.dataset_name, m.dataset_digest)
+        for m in store.get_logged_model(info.model_id).metrics
+    }
+    assert ("test_accuracy", "synthetic-test", VERSION) in linked
+    assert ("kept_loss", "synthetic-train", VERSION) in linked

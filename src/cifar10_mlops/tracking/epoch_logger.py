@@ -57,6 +57,15 @@ def log_missing_epochs(history_csv: Path) -> list[int]:
     return missing
 
 
+def _number(text: str | None) -> float | None:
+    """A finite number, or None for what Keras' CSVLogger writes when it has none ("NA")."""
+    try:
+        number = float(text or "")
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def log_kept_epoch_scores(history_csv: Path, model_id: str | None) -> dict[str, float]:
     """The scores of the epoch whose weights were kept (the run's `kept_epoch`), from the
     history file, as `kept_<name>` metrics of the active run and of its logged model
@@ -79,9 +88,9 @@ def log_kept_epoch_scores(history_csv: Path, model_id: str | None) -> dict[str, 
     if row is None:
         return {}
     scores = {
-        f"kept_{name}": float(value)
+        f"kept_{name}": number
         for name, value in row.items()
-        if name not in ("epoch", "learning_rate") and value and math.isfinite(float(value))
+        if name not in ("epoch", "learning_rate") and (number := _number(value)) is not None
     }
     trained_on = logged_input(run, TRAINING)
     mlflow.log_metrics(
