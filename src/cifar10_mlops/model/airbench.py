@@ -30,6 +30,9 @@ WHITEN_EPSILON = 5e-4  # added to each eigenvalue: keeps the noisiest directions
 class DiracInitializer(keras.initializers.Initializer):
     """He-normal noise, with the centre tap of input channel i -> output channel i set to 1."""
 
+    def __init__(self, seed: int | None = None):
+        self.seed = seed
+
     def __call__(self, shape, dtype=None):
         kernel = keras.initializers.HeNormal(seed=self.seed)(shape, dtype=dtype)
         height, width, channels_in, channels_out = shape
@@ -40,9 +43,6 @@ class DiracInitializer(keras.initializers.Initializer):
         return kernel * keras.ops.convert_to_tensor(mask, dtype) + keras.ops.convert_to_tensor(
             identity, dtype
         )
-
-    def __init__(self, seed: int | None = None):
-        self.seed = seed
 
     def get_config(self):
         return {"seed": self.seed}
