@@ -253,3 +253,18 @@ def test_misclassified_rejects_bad_input(tmp_path):
             images, y_true, y_true, CLASS_NAMES, tmp_path / "m.png", confidences=np.ones(3)
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_training_curves_skip_the_na_columns_keras_writes_without_validation(tmp_path):
+    """train.validation_split 0: Keras' CSVLogger writes NA for every val_ cell."""
+    history = tmp_path / "history.csv"
+    history.write_text(
+        "epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\n"
+        "0,0.31,0.001,1.9,NA,NA\n"
+        "1,0.52,0.0005,1.4,NA,NA\n"
+    )
+    fig = training_curves_figure(history)
+    labels = {line.get_label() for ax in fig.axes for line in ax.get_lines()}
+    assert {"loss", "accuracy", "learning_rate"} <= labels
+    assert not any(label.startswith(("val_", "best")) for label in labels)
+    plt.close(fig)

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cifar10_mlops.core.atomic import atomic_path
-from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.errors import PipelineError, quote
 
 DPI = 100
 ARROW = "\u2192"  # "→" in the misclassified titles
@@ -140,13 +140,16 @@ def _read_history_csv(path: Path) -> dict[str, list[float]]:
         for line_number, row in enumerate(reader, start=2):
             for name in columns:
                 raw = (row.get(name) or "").strip()
+                # "NA": Keras' CSVLogger for a metric an epoch did not have (no validation data).
                 try:
-                    columns[name].append(float(raw) if raw else math.nan)
+                    columns[name].append(float(raw) if raw and raw != "NA" else math.nan)
                 except ValueError:
                     raise PipelineError(
-                        f"{path}:{line_number}: column {name!r} has non-numeric value {raw!r}"
+                        f"{path}:{line_number}: column {quote(name)} has non-numeric value "
+                        f"{quote(raw)}"
                     ) from None
-    return columns
+    # A column with no value at all (val_* when train.validation_split is 0) is not drawn.
+    return {name: values for name, values in columns.items() if not all(map(math.isnan, values))}
 
 
 def _first_present(
