@@ -15,15 +15,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import time
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifar10_mlops.team_stack import free_ports, http_ok, stop_process_group
-from tests.helpers.pipeline import TINY_PARAMS, VENV_BIN, deep_update, dvc, make_pipeline_repo
+from tests.helpers.pipeline import TINY_PARAMS, deep_update, dvc, make_pipeline_repo
+from tests.helpers.tracking_server import MlflowProcess
 
 EXPERIMENT = "cifar10-mlops"
 # The `dvc exp run` after the first `dvc repro`. A learning rate, not the epochs: the tiny
@@ -74,68 +72,19 @@ def two_pipeline_runs(workdir: Path, params: dict | None = None) -> Path:
     return root
 
 
-class MlflowUI:
-    """`mlflow ui --backend-store-uri URI` on 127.0.0.1, in its own process group."""
+class MlflowUI(MlflowProcess):
+    """`mlflow ui --backend-store-uri URI` on 127.0.0.1."""
+
+    name = "mlflow ui"
+    log_name = "mlflow-ui.log"
+    startup_timeout_s = STARTUP_TIMEOUT_S
 
     def __init__(self, tracking_uri: str, workdir: Path):
+        super().__init__(workdir)
         self.tracking_uri = tracking_uri
-        self.workdir = workdir
-        self.log = workdir / "mlflow-ui.log"
-        self.process: subprocess.Popen | None = None
-        self.url = ""
 
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else "(no log)"
-
-    def start(self, attempts: int = 3) -> str:
-        """Start on a free port (another one if a process took it meanwhile); wait for /health."""
-        for _ in range(attempts):
-            port = free_ports(1)[0]
-            self.url = f"http://127.0.0.1:{port}"
-            env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-            env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no GenAI job workers
-            with open(self.log, "ab") as log:
-                self.process = subprocess.Popen(
-                    [
-                        str(VENV_BIN / "mlflow"),
-                        "ui",
-                        "--backend-store-uri",
-                        self.tracking_uri,
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--workers",
-                        "1",
-                    ],
-                    cwd=self.workdir,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # one process group: stop() ends uvicorn too
-                )
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while time.monotonic() < deadline and self.process.poll() is None:
-                if http_ok(f"{self.url}/health"):
-                    return self.url
-                time.sleep(0.5)
-            self.stop()
-            if "address already in use" not in self.log_text().lower():
-                break
-        raise RuntimeError(f"mlflow ui did not come up on {self.url}; its log:\n{self.log_text()}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            stop_process_group(self.process.pid)
-            self.process.wait(timeout=10)
-
-    def __enter__(self) -> MlflowUI:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def arguments(self) -> list[str]:
+        return ["ui", "--backend-store-uri", self.tracking_uri]
 
     def runs_url(self, experiment_id: str) -> str:
         return f"{self.url}/#/experiments/{experiment_id}/runs"

@@ -13,8 +13,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from cifar10_mlops.team_stack import free_ports, http_ok, stop_process_group
 from tests.helpers.pipeline import VENV_BIN, pipeline_env
 
@@ -23,43 +21,49 @@ STARTUP_TIMEOUT_S = 90  # the first start creates the schema; ~15 s on 2 busy co
 PIPELINE_TIMEOUT_S = 1200
 
 
-class TrackingServer:
+class MlflowProcess:
+    """An `mlflow server` or `mlflow ui` on a free port of 127.0.0.1, in its own process group
+    (stop() ends uvicorn too). Subclasses give the command's arguments."""
+
+    name = "mlflow"
+    log_name = "mlflow.log"
+    startup_timeout_s = STARTUP_TIMEOUT_S
+
     def __init__(self, workdir: Path):
         self.workdir = workdir
-        self.backend = workdir / "server.db"
-        self.artifacts = workdir / "artifacts"
-        self.log = workdir / "server.log"
+        self.log = workdir / self.log_name
         self.process: subprocess.Popen | None = None
         self.url = ""
+
+    def arguments(self) -> list[str]:
+        raise NotImplementedError
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else "(no log)"
 
     def start(self, attempts: int = 3) -> str:
-        """Start on a free port; retry with a new one if another process took it meanwhile."""
+        """Start on a free port; retry with a new one if another process took it meanwhile.
+        Returns the URL once /health answers."""
         for _ in range(attempts):
             port = free_ports(1)[0]
             self.url = f"http://127.0.0.1:{port}"
             env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
             # The server's job runner (a pool of huey consumers for GenAI jobs) is not needed
-            # to track runs; without it the server is two processes instead of nine.
+            # here; without it the server is two processes instead of nine.
             env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+            command = [
+                str(VENV_BIN / "mlflow"),
+                *self.arguments(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ]
             with open(self.log, "ab") as log:
                 self.process = subprocess.Popen(
-                    [
-                        str(VENV_BIN / "mlflow"),
-                        "server",
-                        "--backend-store-uri",
-                        f"sqlite:///{self.backend}",
-                        "--artifacts-destination",
-                        str(self.artifacts),
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(port),
-                        "--workers",
-                        "1",
-                    ],
+                    command,
                     cwd=self.workdir,
                     env=env,
                     stdout=log,
@@ -67,31 +71,53 @@ class TrackingServer:
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,  # its own process group, so stop() reaches uvicorn
                 )
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + self.startup_timeout_s
+            while time.monotonic() < deadline and self.process.poll() is None:
                 if http_ok(f"{self.url}/health"):
                     return self.url
-                if self.process.poll() is not None:
-                    break  # exited: port taken, bad flag, ...; the log says which
                 time.sleep(0.5)
-            else:
-                self.stop()
-                pytest.fail(
-                    f"mlflow server gave no answer on {self.url}/health within "
-                    f"{STARTUP_TIMEOUT_S} s; its log:\n{self.log_text()}"
-                )
+            self.stop()
             if "address already in use" not in self.log_text().lower():
                 break
-        self.stop()
-        pytest.fail(
-            f"mlflow server exited with {self.process.returncode}; its log:\n{self.log_text()}"
+        raise RuntimeError(
+            f"{self.name} gave no answer on {self.url}/health within {self.startup_timeout_s} s "
+            f"(exit code {self.process.returncode if self.process else None}); its log:\n"
+            f"{self.log_text()}"
         )
 
     def stop(self) -> None:
-        """SIGTERM the server's whole process group (the CLI and its uvicorn child), then SIGKILL."""
+        """SIGTERM the whole process group (the CLI and its uvicorn child), then SIGKILL."""
         if self.process is not None and self.process.poll() is None:
             stop_process_group(self.process.pid)
             self.process.wait(timeout=10)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class TrackingServer(MlflowProcess):
+    """`mlflow server` with a sqlite backend and proxied artifacts in a local directory."""
+
+    name = "mlflow server"
+    log_name = "server.log"
+
+    def __init__(self, workdir: Path):
+        super().__init__(workdir)
+        self.backend = workdir / "server.db"
+        self.artifacts = workdir / "artifacts"
+
+    def arguments(self) -> list[str]:
+        return [
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.backend}",
+            "--artifacts-destination",
+            str(self.artifacts),
+        ]
 
 
 def run_with_env(

@@ -4,13 +4,10 @@ after two real pipeline runs."""
 
 from __future__ import annotations
 
-import mlflow
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 from mlflow.tracking import fluent
 
-from cifar10_mlops.core import config
 from cifar10_mlops.core.params import Params
 from cifar10_mlops.data.arrays import LabelledImages
 from cifar10_mlops.tracking import naming, runs
@@ -18,17 +15,6 @@ from cifar10_mlops.tracking.datasets import TRAINING, logged_input
 from cifar10_mlops.tracking.description import NOTE_TAG
 
 VERSION = "sha256:00000000000000aa"
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
-    monkeypatch.setattr(config, "TRAINING_STATE_DIR", tmp_path / ".training_state")
-    yield MlflowClient(tracking_uri=uri)
-    while mlflow.active_run():
-        mlflow.end_run()
 
 
 def images(count: int) -> LabelledImages:

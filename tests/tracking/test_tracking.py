@@ -8,24 +8,12 @@ import os
 import mlflow
 import numpy as np
 import pytest
-from mlflow import MlflowClient
 
 from cifar10_mlops.core import config
 from cifar10_mlops.core.params import Params
 from cifar10_mlops.tracking import epoch_logger, owners, provenance, runs, secrets
 from cifar10_mlops.tracking import store as tracking_store
 from tests.helpers.models import tiny_keras_model_file
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
-    monkeypatch.setattr(config, "TRAINING_STATE_DIR", tmp_path / ".training_state")
-    yield MlflowClient(tracking_uri=uri)
-    while mlflow.active_run():
-        mlflow.end_run()
 
 
 def test_default_store_is_sqlite_at_the_repository_root_by_absolute_path(monkeypatch):
