@@ -4,6 +4,8 @@ after two real pipeline runs."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from mlflow.tracking import fluent
@@ -158,3 +160,13 @@ def test_the_logged_model_lists_the_data_it_was_trained_and_tested_on(store, tmp
     }
     assert ("test_accuracy", "synthetic-test", VERSION) in linked
     assert ("kept_loss", "synthetic-train", VERSION) in linked
+
+
+def test_a_local_data_path_is_its_datasets_source_without_mlflows_ambiguity_warning(tmp_path):
+    from cifar10_mlops.core.params import DataParams
+    from cifar10_mlops.tracking.datasets import _source
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would land on the stage's stderr
+        source = _source(DataParams(source="local", path=str(tmp_path)))
+    assert source.to_dict() == {"uri": str(tmp_path)}

@@ -13,6 +13,7 @@ tags, not inputs).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from cifar10_mlops.core.params import DataParams
@@ -40,7 +41,11 @@ def _source(data: DataParams):
     if data.source == "local":
         from mlflow.data.dataset_source_registry import resolve_dataset_source
 
-        return resolve_dataset_source(str(data.path))
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source twice (schemes "" and "file") and warns
+            # that a path matches both, on stderr above the stage's own lines; they are alike.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be")
+            return resolve_dataset_source(str(data.path))
     # The embedded dataset has no file to point at: the generator and its settings recreate it.
     return CodeDatasetSource(
         {
