@@ -9,13 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -28,6 +21,7 @@ from cifar10_mlops.core.params import Params
 from cifar10_mlops.tracking import epoch_logger, lifecycle, registry, runs
 from tests.helpers.models import tiny_keras_model_file
 from tests.helpers.pipeline import TINY_PARAMS, deep_update, dvc, make_pipeline_repo
+from tests.helpers.tracking_server import TrackingServer
 
 URL_PASSWORD = "s3cr3t-pass"
 SECRET_URL = f"https://user:{URL_PASSWORD}@mirror.example/cifar-10-binary.tar.gz"
@@ -100,49 +94,12 @@ def test_the_logging_path_stores_no_credential(tmp_path, monkeypatch, kaggle_cre
         mlflow.end_run()
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """A real local tracking server; the client reaches it through a URI with a password."""
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--default-artifact-root",
-            str(tmp_path / "server-artifacts"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError("mlflow server did not start") from None
-                time.sleep(0.5)
-        yield port
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # its own session: the server and its workers
-        server.wait(timeout=60)
+    """A real local tracking server; the client reaches it through a URI with a password.
+    Yields its port."""
+    with TrackingServer(tmp_path) as server:
+        yield server.url.rsplit(":", 1)[1]
 
 
 @pytest.mark.slow
