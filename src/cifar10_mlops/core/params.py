@@ -14,6 +14,7 @@ from cifar10_mlops.core.errors import PipelineError, quote
 
 # The committed file is ~4 KB; a params file is read whole, so its size is capped first.
 MAX_PARAMS_BYTES = 1024 * 1024
+MAX_NESTING = 32  # params.yaml has three levels; a preset or a list of ranges a few more
 
 
 class _Strict(BaseModel):
@@ -22,13 +23,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+# numpy and TensorFlow take seeds in 0..2**32-1; outside, the run would fail with a traceback.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 _HEX_MD5 = r"^[0-9a-f]{32}$"
 _HEX_SHA256 = r"^[0-9a-f]{64}$"
 
 
 class SyntheticParams(_Strict):
     count: Annotated[int, Field(ge=20, le=1_000_000)] = 4000
-    seed: int = 0
+    seed: Seed = 0
 
 
 class KaggleParams(_Strict):
@@ -63,7 +66,7 @@ class DataParams(_Strict):
 
 class SplitParams(_Strict):
     test_size: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
-    seed: int = 42
+    seed: Seed = 42
     # CIFAR-10 binary archive only: evaluate on its official 10,000-image test_batch.bin and
     # train on all 50,000 training images instead of the stratified split.
     official_test: bool = False
@@ -137,7 +140,7 @@ class TrainParams(_Strict):
     # without improvement of `monitor`.
     early_stopping_patience: Annotated[int, Field(ge=1)] | None = None
     reduce_lr_patience: Annotated[int, Field(ge=0)] = 2  # lr_schedule: plateau only
-    seed: int = 42
+    seed: Seed = 42
     # Seeds plus TensorFlow's op determinism: the same params give the same metrics.
     deterministic: bool = True
     # auto: mixed float16 and XLA on a GPU, float32 without XLA on a CPU (where neither helps).
@@ -229,13 +232,25 @@ class _NoAliasLoader(yaml.SafeLoader):
     """SafeLoader without aliases: `*name` could expand a few lines into billions of values
     ("billion laughs"), and params.yaml never needs them."""
 
+    depth = 0
+
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise yaml.composer.ComposerError(
                 None, None, "YAML aliases (*name) are not allowed", mark
             )
-        return super().compose_node(parent, index)
+        # A few thousand `[` would end in a RecursionError traceback (the composer recurses).
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_NESTING} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def read_params_yaml(path: Path) -> Any:
@@ -271,6 +286,10 @@ def read_params_yaml(path: Path) -> Any:
         problem = getattr(exc, "problem", None)
         if problem and "aliases" in problem:
             raise PipelineError(f"{path}:{where}: {problem}; write the value out in full") from None
+        if problem and problem.startswith("nested deeper"):
+            raise PipelineError(
+                f"{path}:{where}: {problem}; params.yaml needs a few levels at most"
+            ) from None
         raise PipelineError(f"{path}:{where} is not valid YAML; fix the syntax") from None
 
 
