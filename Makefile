@@ -69,7 +69,7 @@ format: install ## rewrite the code in the house style (ruff format, ruff check 
 # (docs/team-setup.md; tests/team start it the same way). TEAM_STACK_DIR=dir puts it elsewhere.
 TEAM_STACK_DIR ?= .team-stack
 team-stack: install ## start the team stack (PostgreSQL, S3, MLflow server); prints the exports
-	$(BIN)/python -m cifar10_mlops.team_stack up --dir $(TEAM_STACK_DIR)
+	$(BIN)/cifar10-mlops team-stack up --dir $(TEAM_STACK_DIR)
 
 team-stack-down: ## stop the team stack (its data stays; PURGE=1 deletes it)
-	$(BIN)/python -m cifar10_mlops.team_stack down --dir $(TEAM_STACK_DIR) $(if $(PURGE),--purge)
+	$(BIN)/cifar10-mlops team-stack down --dir $(TEAM_STACK_DIR) $(if $(PURGE),--purge)

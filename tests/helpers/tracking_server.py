@@ -2,18 +2,25 @@
 
 TrackingServer: one server as a subprocess on 127.0.0.1 (sqlite backend, proxied artifacts in a
 local directory). The team stack (cifar10_mlops.team_stack: PostgreSQL, S3, a server) is
-started through `make team-stack` instead (tests/team/conftest.py); both use that module's
-port, health and stop helpers.
+started through `make team-stack` instead (tests/team/conftest.py); both start, wait for and
+stop their servers with cifar10_mlops.team_stack.processes.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
-from cifar10_mlops.team_stack import free_ports, http_ok, stop_process_group
+from cifar10_mlops.team_stack.errors import StackError
+from cifar10_mlops.team_stack.ports import free_ports
+from cifar10_mlops.team_stack.processes import (
+    http_ok,
+    process_record,
+    spawn,
+    stop_process_group,
+    wait_until,
+)
 from tests.helpers.pipeline import VENV_BIN, pipeline_env
 
 EXPERIMENT = "cifar10-mlops"
@@ -61,21 +68,16 @@ class MlflowProcess:
                 "--workers",
                 "1",
             ]
-            with open(self.log, "ab") as log:
-                self.process = subprocess.Popen(
-                    command,
-                    cwd=self.workdir,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # its own process group, so stop() reaches uvicorn
+            # Its own process group, so stop() reaches uvicorn too.
+            self.process = spawn(command, self.log, env, self.workdir)
+            record = process_record(self.process, self.log)
+            try:
+                wait_until(
+                    lambda: http_ok(f"{self.url}/health"), self.name, record, self.startup_timeout_s
                 )
-            deadline = time.monotonic() + self.startup_timeout_s
-            while time.monotonic() < deadline and self.process.poll() is None:
-                if http_ok(f"{self.url}/health"):
-                    return self.url
-                time.sleep(0.5)
+                return self.url
+            except StackError:
+                pass
             self.stop()
             if "address already in use" not in self.log_text().lower():
                 break

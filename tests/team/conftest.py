@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cifar10_mlops import team_stack
+from cifar10_mlops.team_stack import postgres, seaweedfs
+from cifar10_mlops.team_stack.stack import exports
+from cifar10_mlops.team_stack.state import load_state
 from tests.helpers import REPO
-from tests.helpers.pipeline import pipeline_env
+from tests.helpers.pipeline import VENV_BIN, pipeline_env
 
 MAKE_TIMEOUT_S = 600
 
@@ -51,7 +52,7 @@ class Stack:
 
     @property
     def state(self) -> dict[str, Any]:
-        return team_stack.load_state(self.directory)
+        return load_state(self.directory)
 
     @property
     def tracking_uri(self) -> str:
@@ -64,17 +65,17 @@ class Stack:
 
     def s3_keys(self, prefix: str) -> list[str]:
         """Every object key under `prefix` in the bucket, listed with boto3."""
-        s3 = team_stack.s3_client(self.state)
+        s3 = seaweedfs.s3_client(self.state)
         keys = []
         for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=team_stack.BUCKET, Prefix=prefix
+            Bucket=seaweedfs.BUCKET, Prefix=prefix
         ):
             keys += [item["Key"] for item in page.get("Contents", [])]
         return keys
 
     def sql(self, query: str, params: tuple = ()) -> list[tuple]:
         """Rows straight from MLflow's PostgreSQL database."""
-        with team_stack.connect(self.state) as connection, connection.cursor() as cursor:
+        with postgres.connect(self.state) as connection, connection.cursor() as cursor:
             cursor.execute(query, params)
             return cursor.fetchall()
 
@@ -90,10 +91,10 @@ def stack(tmp_path_factory):
     try:
         assert up.returncode == 0, f"make team-stack failed:\n{up.stdout}\n{up.stderr}"
         env = parse_exports(up.stdout)
-        assert set(env) == set(team_stack.exports(team_stack.load_state(directory))), up.stdout
+        assert set(env) == set(exports(load_state(directory))), up.stdout
         # What the docs have a shell eval: the same exports.
         again = subprocess.run(
-            [sys.executable, "-m", "cifar10_mlops.team_stack", "env", "--dir", str(directory)],
+            [str(VENV_BIN / "cifar10-mlops"), "team-stack", "env", "--dir", str(directory)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from cifar10_mlops import team_stack
+from cifar10_mlops.team_stack import cli, mlflow_server, postgres, processes, seaweedfs
+from cifar10_mlops.team_stack import stack as team_stack
+from cifar10_mlops.team_stack.errors import StackError
+from cifar10_mlops.team_stack.state import STATE_FILE, load_state
 from tests.helpers import REPO
-from tests.helpers.pipeline import pipeline_env
+from tests.helpers.pipeline import VENV_BIN, pipeline_env
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cifar10_mlops.team_stack", *args],
+        [str(VENV_BIN / "cifar10-mlops"), "team-stack", *args],
         cwd=REPO,
         env=pipeline_env(REPO),
         capture_output=True,
@@ -34,23 +36,23 @@ def _answers(port: int) -> bool:
 
 
 def test_without_postgresql_up_says_what_to_install_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(team_stack, "POSTGRES_LIB", tmp_path / "no-postgresql")
+    monkeypatch.setattr(postgres, "POSTGRES_LIB", tmp_path / "no-postgresql")
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SystemExit) as exit_info:
-        team_stack.main(["up", "--dir", str(tmp_path / "stack")])
+        cli.main(["up", "--dir", str(tmp_path / "stack")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith("error: PostgreSQL server binaries (initdb, pg_ctl) not found")
     assert err.strip().endswith("install them: apt-get install postgresql")
-    assert not (tmp_path / "stack" / team_stack.STATE_FILE).exists()  # nothing was started
+    assert not (tmp_path / "stack" / STATE_FILE).exists()  # nothing was started
 
 
 def test_without_weed_up_names_the_package_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(team_stack.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setattr(processes.sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SystemExit):
-        team_stack.main(["up", "--dir", str(tmp_path / "stack")])
+        cli.main(["up", "--dir", str(tmp_path / "stack")])
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("error: `weed` not found; run `make install`")
@@ -59,7 +61,7 @@ def test_without_weed_up_names_the_package_in_one_line(tmp_path, monkeypatch, ca
 
 def test_env_without_a_running_stack_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        team_stack.main(["env", "--dir", str(tmp_path)])
+        cli.main(["env", "--dir", str(tmp_path)])
     assert capsys.readouterr().err == (
         f"error: no stack running from {tmp_path}; start it: make team-stack\n"
     )
@@ -68,17 +70,17 @@ def test_env_without_a_running_stack_is_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_a_start_that_fails_halfway_stops_what_it_had_started(tmp_path, monkeypatch):
     def mlflow_fails(directory, state, mlflow):
-        raise team_stack.StackError("mlflow server exited while starting (made to fail)")
+        raise StackError("mlflow server exited while starting (made to fail)")
 
-    monkeypatch.setattr(team_stack, "start_mlflow", mlflow_fails)
+    monkeypatch.setattr(mlflow_server, "start_mlflow", mlflow_fails)
     directory = tmp_path / "stack"
     try:
-        with pytest.raises(team_stack.StackError, match="made to fail"):
+        with pytest.raises(StackError, match="made to fail"):
             team_stack.up(directory)
 
-        state = team_stack.load_state(directory)
+        state = load_state(directory)
         assert state["processes"] == {}  # no process left on record ...
-        assert not team_stack.postgres_ready(state)  # ... PostgreSQL stopped ...
+        assert not postgres.postgres_ready(state)  # ... PostgreSQL stopped ...
         assert not (Path(state["postgres_data"]) / "postmaster.pid").exists()
         assert not any(_answers(port) for port in state["ports"].values())  # ... SeaweedFS too
     finally:
@@ -92,8 +94,8 @@ def test_up_status_down_and_up_again_keep_the_data(tmp_path):
     try:
         first = _cli("up", "--dir", str(directory))
         assert first.returncode == 0, first.stderr
-        state = team_stack.load_state(directory)
-        team_stack.s3_client(state).put_object(Bucket="ml-team", Key="kept.txt", Body=b"kept")
+        state = load_state(directory)
+        seaweedfs.s3_client(state).put_object(Bucket="ml-team", Key="kept.txt", Body=b"kept")
         again = _cli("up", "--dir", str(directory))
         assert again.returncode == 0 and "already running" in again.stderr
         assert again.stdout == first.stdout  # the same exports
@@ -109,14 +111,14 @@ def test_up_status_down_and_up_again_keep_the_data(tmp_path):
         status = _cli("status", "--dir", str(directory))
         assert status.returncode == 1 and status.stdout.count(": down") == 3
         pids = [record["pid"] for record in state["processes"].values()]
-        assert all(team_stack.process_start_ticks(pid) is None for pid in pids)
+        assert all(processes.process_start_ticks(pid) is None for pid in pids)
 
         restarted = _cli("up", "--dir", str(directory))
         assert restarted.returncode == 0, restarted.stderr
-        state = team_stack.load_state(directory)
-        body = team_stack.s3_client(state).get_object(Bucket="ml-team", Key="kept.txt")["Body"]
+        state = load_state(directory)
+        body = seaweedfs.s3_client(state).get_object(Bucket="ml-team", Key="kept.txt")["Body"]
         assert body.read() == b"kept"
-        with team_stack.connect(state) as connection:  # the role and its password kept
+        with postgres.connect(state) as connection:  # the role and its password kept
             assert connection.execute("SELECT 1").fetchone() == (1,)
     finally:
         purge = _cli("down", "--purge", "--dir", str(directory))

@@ -1,5 +1,5 @@
-"""The `cifar10-mlops` command: predict with a trained model, the CI metrics gate, presets, and
-a multi-worker training task."""
+"""The `cifar10-mlops` command: predict with a trained model, the CI metrics gate, presets, a
+multi-worker training task, and the team stack."""
 
 from __future__ import annotations
 
@@ -95,6 +95,15 @@ def _parser() -> argparse.ArgumentParser:
         "dvc exp run $(cifar10-mlops preset NAME)",
     )
     preset.add_argument("name", nargs="?", help="a preset; without one, list them")
+
+    from cifar10_mlops.team_stack import cli as team_stack_cli  # stdlib only until it runs
+
+    team_stack = commands.add_parser(
+        "team-stack",
+        help="PostgreSQL, S3 and an MLflow server on 127.0.0.1 for a team (docs/team-setup.md)",
+        description=team_stack_cli.DESCRIPTION,
+    )
+    team_stack_cli.add_arguments(team_stack)
     return parser
 
 
@@ -127,6 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         from cifar10_mlops.cli.worker import run_worker
 
         return run_worker(args.weights_out, args.assignments)
+    if args.command == "team-stack":
+        from cifar10_mlops.team_stack.cli import run
+
+        return run(args)
     if args.command == "preset":
         from cifar10_mlops.cli import presets
 
