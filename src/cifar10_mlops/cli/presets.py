@@ -8,14 +8,16 @@ writes the values into params.yaml, where they stay for later `dvc repro` runs).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
 
 from cifar10_mlops.core import config
-from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.errors import PipelineError, quote
 
 PRESETS_DIR = config.project_root() / "presets"
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 def available() -> list[str]:
@@ -26,6 +28,10 @@ def load_preset(name: str) -> dict[str, Any]:
     """The preset's keys, after checking that params.yaml with them applied is valid."""
     from cifar10_mlops.core.params import parse_params, read_params_yaml
 
+    if not PRESET_NAME.fullmatch(name):  # a name, never a path: `../../x` read any YAML file
+        raise PipelineError(
+            f"preset {quote(name)}: not a preset name; choose one of {', '.join(available())}"
+        )
     path = PRESETS_DIR / f"{name}.yaml"
     if not path.is_file():
         raise PipelineError(
