@@ -7,7 +7,6 @@ closes it, so a long pipeline run does not accumulate open figures.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from cifar10_mlops.core.atomic import atomic_path
-from cifar10_mlops.core.errors import PipelineError, quote
+from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.history import read_history
 
 DPI = 100
 ARROW = "\u2192"  # "→" in the misclassified titles
@@ -132,24 +132,13 @@ def _annotate_cells(ax: Any, values: np.ndarray, cell_format: str, vmax: float) 
 
 
 def _read_history_csv(path: Path) -> dict[str, list[float]]:
+    """Columns of the history file (core/history.py), NaN where an epoch has no value; a
+    column with no value at all (val_* when train.validation_split is 0) is not drawn."""
     if not path.is_file():
         raise PipelineError(f"training history {path} not found; run the train stage first")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        columns: dict[str, list[float]] = {name: [] for name in (reader.fieldnames or [])}
-        for line_number, row in enumerate(reader, start=2):
-            for name in columns:
-                raw = (row.get(name) or "").strip()
-                # "NA": Keras' CSVLogger for a metric an epoch did not have (no validation data).
-                try:
-                    columns[name].append(float(raw) if raw and raw != "NA" else math.nan)
-                except ValueError:
-                    raise PipelineError(
-                        f"{path}:{line_number}: column {quote(name)} has non-numeric value "
-                        f"{quote(raw)}"
-                    ) from None
-    # A column with no value at all (val_* when train.validation_split is 0) is not drawn.
-    return {name: values for name, values in columns.items() if not all(map(math.isnan, values))}
+    rows = read_history(path)
+    names = list(dict.fromkeys(name for row in rows for name in row))
+    return {name: [row.get(name, math.nan) for row in rows] for name in names}
 
 
 def _first_present(

@@ -9,10 +9,9 @@ which the resumed training never runs again. `log_missing_epochs` fills those in
 
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
 
+from cifar10_mlops.core.history import EPOCH, read_history
 from cifar10_mlops.core.quiet_tensorflow import keras
 
 
@@ -39,31 +38,24 @@ def log_missing_epochs(history_csv: Path) -> list[int]:
     run = mlflow.active_run()
     if run is None:
         return []
-    with open(history_csv, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = read_history(history_csv)
     if not rows:
         return []
-    metric_names = [name for name in rows[0] if name != "epoch"]
     client = mlflow.MlflowClient()
-    logged = {m.step for m in client.get_metric_history(run.info.run_id, metric_names[0])}
+    first_metric = next((name for name in rows[0] if name != EPOCH), None)
+    if first_metric is None:
+        return []
+    logged = {m.step for m in client.get_metric_history(run.info.run_id, first_metric)}
     missing = []
     for row in rows:
-        epoch = int(row["epoch"])
+        epoch = int(row[EPOCH])
         if epoch in logged:
             continue
-        metrics = {name: float(row[name]) for name in metric_names if row.get(name)}
-        mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=epoch)
+        mlflow.log_metrics(
+            {name: value for name, value in row.items() if name != EPOCH}, step=epoch
+        )
         missing.append(epoch)
     return missing
-
-
-def _number(text: str | None) -> float | None:
-    """A finite number, or None for what Keras' CSVLogger writes when it has none ("NA")."""
-    try:
-        number = float(text or "")
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def log_kept_epoch_scores(history_csv: Path, model_id: str | None) -> dict[str, float]:
@@ -83,14 +75,11 @@ def log_kept_epoch_scores(history_csv: Path, model_id: str | None) -> dict[str, 
     kept = run.data.metrics.get(KEPT_EPOCH)
     if kept is None:
         return {}
-    with open(history_csv, newline="", encoding="utf-8") as handle:
-        row = next((r for r in csv.DictReader(handle) if int(r["epoch"]) == int(kept)), None)
+    row = next((r for r in read_history(history_csv) if r[EPOCH] == int(kept)), None)
     if row is None:
         return {}
     scores = {
-        f"kept_{name}": number
-        for name, value in row.items()
-        if name not in ("epoch", "learning_rate") and (number := _number(value)) is not None
+        f"kept_{name}": value for name, value in row.items() if name not in (EPOCH, "learning_rate")
     }
     trained_on = logged_input(run, TRAINING)
     mlflow.log_metrics(

@@ -10,13 +10,13 @@ backup, starts afresh.
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import warnings
 from pathlib import Path
 
 from cifar10_mlops.core.atomic import fsync_path
+from cifar10_mlops.core.history import read_history
 from cifar10_mlops.core.quiet_tensorflow import keras
 
 
@@ -120,21 +120,17 @@ class TrainingState:
             shutil.rmtree(self.latest, ignore_errors=True)
         self.latest = backup
 
-    def history_rows(self) -> list[dict[str, str]]:
-        """One row per epoch (the last one written wins); a torn or garbage line is skipped."""
-        if not self.history_csv.is_file():
-            return []
-        with open(self.history_csv, newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if _complete_row(row)]
-        by_epoch = {int(row["epoch"]): row for row in rows}
-        return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    def history_rows(self) -> list[dict[str, float]]:
+        """One row per epoch (core/history.py: the last one written wins, a torn line is
+        skipped, a metric without a value is absent)."""
+        return read_history(self.history_csv) if self.history_csv.is_file() else []
 
     def finished_epochs(self) -> int:
         """The epoch count of the newest backup: the one restored, then the last saved."""
         return int(self.latest.name[6:]) if self.latest is not None else 0
 
     def best_value(self, monitor: str) -> float | None:
-        values = [float(row[monitor]) for row in self.history_rows() if row.get(monitor)]
+        values = [row[monitor] for row in self.history_rows() if monitor in row]
         if not values:
             return None
         return max(values) if monitor.endswith("accuracy") else min(values)
@@ -142,8 +138,3 @@ class TrainingState:
     def finish(self) -> None:
         """Training is complete and saved: nothing left to resume."""
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _complete_row(row: dict) -> bool:
-    # A short line leaves values None, a long one a None key; the epoch must be a number.
-    return None not in row and None not in row.values() and str(row.get("epoch")).isdigit()
