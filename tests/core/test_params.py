@@ -180,7 +180,7 @@ def test_params_are_frozen():
 def test_flatten_gives_dotted_keys():
     flat = flatten(Params())
     assert flat["train.epochs"] == Params().train.epochs
-    assert flat["data.synthetic.count"] == 4000
+    assert flat["data.synthetic.count"] == 1500
     assert flat["data.path"] is None
     assert flat["model.weights"] == "none"
     assert "data.synthetic" not in flat  # only leaves

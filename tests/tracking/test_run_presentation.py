@@ -117,8 +117,8 @@ def test_system_metrics_follow_the_param(store, tmp_path, enabled):
 
 
 def test_summary_names():
-    assert naming.summary_name(Params(), 1200) == "resnet50-16ep-synthetic-1200"
-    assert naming.summary_name(Params(), None) == "resnet50-16ep-synthetic"
+    assert naming.summary_name(Params(), 1200) == "resnet50-5ep-synthetic-1200"
+    assert naming.summary_name(Params(), None) == "resnet50-5ep-synthetic"
     assert naming.base_name(Params(), 1200, "my-exp") == "my-exp"
 
 
