@@ -1,14 +1,17 @@
-"""Multi-worker training for real: two processes on 127.0.0.1 ports, the chief through a real
-`dvc repro` under TF_CONFIG, the other task through `cifar10-mlops worker` from its own clone
-of the same commit (its train.npz copied in, as from a shared path or `dvc pull`).
+"""Multi-worker training for real (jax.distributed + keras.distribution): two processes on
+127.0.0.1, the chief through a real `dvc repro` under TF_CONFIG (translated to JAX's cluster),
+the other through `cifar10-mlops worker` from its own clone of the same commit (its train.npz
+copied in, as from a shared path or `dvc pull`).
 
-The unit tests at the top check how TF_CONFIG and Slurm's variables are read; the slow ones
-train: a clean two-worker run, a worker that never comes, and a worker killed mid-training
-whose restart (with `dvc repro` on the chief) continues after the last finished epoch.
+The unit tests at the top check how the cluster's variables are read; the slow ones train: a
+clean two-process run (no listener on a wildcard address), a worker that never comes, and a
+worker killed mid-training whose restart (with `dvc repro` on the chief) continues after the
+last finished epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -16,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -53,7 +57,7 @@ def tf_config(ports: list[int], index: int, chief: bool = False) -> str:
 def test_tf_config_worker_list_ranks_the_tasks():
     cluster = describe_cluster({"TF_CONFIG": tf_config([2222, 2223, 2224], 2)})
     assert (cluster.rank, cluster.size, cluster.is_chief) == (2, 3, False)
-    assert cluster.addresses[0] == "127.0.0.1:2222"
+    assert cluster.coordinator == "127.0.0.1:2222"
     assert describe_cluster({"TF_CONFIG": tf_config([2222, 2223], 0)}).is_chief
 
 
@@ -61,7 +65,7 @@ def test_tf_config_with_a_chief_job_puts_the_chief_first():
     chief = describe_cluster({"TF_CONFIG": tf_config([2222, 2223, 2224], 0, chief=True)})
     worker = describe_cluster({"TF_CONFIG": tf_config([2222, 2223, 2224], 1, chief=True)})
     assert chief.is_chief and chief.size == 3
-    assert (worker.rank, worker.addresses) == (1, chief.addresses)
+    assert (worker.rank, worker.coordinator) == (1, chief.coordinator)
 
 
 @pytest.mark.parametrize(
@@ -71,6 +75,8 @@ def test_tf_config_with_a_chief_job_puts_the_chief_first():
         ('{"task": {"type": "worker", "index": 0}}', 'no "cluster" object'),
         ('{"cluster": {"ps": ["h:1"], "worker": ["h:2"]}, "task": {}}', "job 'ps'"),
         ('{"cluster": {"worker": ["no-port"]}, "task": {}}', '"worker"[0]'),
+        ('{"cluster": {"worker": ["h:0"]}, "task": {}}', "port from 1 to 65535"),
+        ('{"cluster": {"worker": ["h:99999"]}, "task": {}}', "port from 1 to 65535"),
         ('{"cluster": {"worker": ["h:1"]}}', 'no "task" object'),
         ('{"cluster": {"worker": ["h:1"]}, "task": {"type": "worker", "index": 3}}', "index 3"),
     ],
@@ -81,14 +87,45 @@ def test_a_bad_tf_config_is_one_clear_error(text, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+SLURM = {"SLURM_JOB_ID": "77", "SLURM_PROCID": "1", "SLURM_NTASKS": "4",
+         "SLURM_STEP_NODELIST": "n[1-4]"}  # fmt: skip
+
+
 def test_slurm_job_step_describes_the_cluster_without_tf_config():
-    env = {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NODELIST": "n[1-4]"}
-    cluster = describe_cluster(env)
+    cluster = describe_cluster(SLURM)
     assert (cluster.source, cluster.rank, cluster.size) == ("Slurm", 1, 4)
 
 
+def test_explicit_jax_variables_come_first():
+    env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.5:1234", "JAX_NUM_PROCESSES": "3",
+           "JAX_PROCESS_ID": "2", "TF_CONFIG": tf_config([2222, 2223], 0), **SLURM}  # fmt: skip
+    cluster = describe_cluster(env)
+    assert (cluster.coordinator, cluster.size, cluster.rank) == ("10.0.0.5:1234", 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({**SLURM, "SLURM_PROCID": "one"}, "SLURM_PROCID='one': must be a whole number"),
+        ({**SLURM, "SLURM_NTASKS": "30000000"}, "SLURM_NTASKS='30000000': must be a whole number from 1 to 65536"),
+        ({**SLURM, "SLURM_PROCID": "4"}, "SLURM_PROCID='4': must be a whole number from 0 to 3"),
+        ({"JAX_COORDINATOR_ADDRESS": "h:1"}, "JAX_NUM_PROCESSES, JAX_PROCESS_ID not set"),
+        ({"JAX_COORDINATOR_ADDRESS": "h:0", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"},
+         "port from 1 to 65535"),
+        ({"JAX_COORDINATOR_ADDRESS": "h:99999", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0"},
+         "port from 1 to 65535"),
+        ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "-2", "JAX_PROCESS_ID": "0"},
+         "JAX_NUM_PROCESSES='-2'"),
+    ],
+)  # fmt: skip
+def test_bad_cluster_variables_are_one_clear_error(env, message):
+    with pytest.raises(PipelineError) as error:
+        describe_cluster(env)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
 def test_no_cluster_at_all_says_what_to_set():
-    with pytest.raises(PipelineError, match="set TF_CONFIG"):
+    with pytest.raises(PipelineError, match="set JAX_COORDINATOR_ADDRESS"):
         describe_cluster({})
 
 
@@ -109,6 +146,7 @@ def test_the_train_stage_refuses_to_run_on_a_worker(monkeypatch):
             "names this task the chief (rank 0 of 2): run `dvc repro` there",
         ),
         (["--weights-out", "w.h5"], {}, "--weights-out w.h5: the file name must end in"),
+        (["--weights-out", "no/such/w.weights.h5"], {}, "does not exist; create it first"),
         (["-S", "train.epochs=zero"], {}, "train.epochs"),
     ],
 )
@@ -129,7 +167,7 @@ def test_the_worker_command_refuses_with_one_line(arguments, environ, message, m
 
 MULTI_WORKER = deep_update(
     json.loads(json.dumps(TINY_PARAMS)),
-    {"train": {"distribution": "multi_worker", "cluster_timeout_s": 60}},
+    {"train": {"backend": "jax", "distribution": "multi_worker", "cluster_timeout_s": 60}},
 )
 
 
@@ -225,6 +263,36 @@ def assert_same_weights(chief: Path, worker_weights: Path) -> None:
         np.testing.assert_array_equal(ours, theirs)
 
 
+class ListenerWatch(threading.Thread):
+    """Every TCP address the given processes (and their children) listen on while they run."""
+
+    def __init__(self, *processes: subprocess.Popen) -> None:
+        super().__init__(daemon=True)
+        self.pids = [process.pid for process in processes]
+        self.addresses: set[str] = set()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        import psutil
+
+        while not self.done.wait(0.2):
+            for pid in self.pids:
+                with contextlib.suppress(psutil.Error):
+                    root = psutil.Process(pid)
+                    for process in [root, *root.children(recursive=True)]:
+                        with contextlib.suppress(psutil.Error):
+                            self.addresses |= {
+                                connection.laddr.ip
+                                for connection in process.net_connections(kind="tcp")
+                                if connection.status == psutil.CONN_LISTEN
+                            }
+
+    def stop(self) -> set[str]:
+        self.done.set()
+        self.join()
+        return self.addresses
+
+
 @pytest.mark.slow
 def test_two_workers_train_one_model_logged_once(chief_and_worker, tmp_path):
     chief, base = chief_and_worker
@@ -232,8 +300,15 @@ def test_two_workers_train_one_model_logged_once(chief_and_worker, tmp_path):
     before = files_in(worker)
     ports = free_ports(2)
     worker_process = start_worker(worker, tf_config(ports, 1), tmp_path / "w.weights.h5")
-    chief_code, chief_out, chief_err = finish(start_chief(chief, tf_config(ports, 0)))
+    chief_process = start_chief(chief, tf_config(ports, 0))
+    watch = ListenerWatch(chief_process, worker_process)
+    watch.start()
+    chief_code, chief_out, chief_err = finish(chief_process)
     worker_code, worker_out, worker_err = finish(worker_process)
+    listening = watch.stop()
+    # The coordinator and gloo listen on the loopback address the cluster names (and this
+    # machine's hostname resolves to), never on every interface.
+    assert listening and listening <= {"127.0.0.1", "::ffff:127.0.0.1"}, listening
     assert chief_code == 0, chief_out[-3000:] + chief_err[-3000:]
     assert worker_code == 0, worker_out[-3000:] + worker_err[-3000:]
     assert "2 replica(s) in 2 process(es)" in chief_out
@@ -268,7 +343,8 @@ def test_a_worker_that_never_comes_fails_the_chief_within_the_timeout(chief_and_
     assert code != 0
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
-    assert "worker 1 of 2" in errors[0] and "train.cluster_timeout_s=8 s" in errors[0]
+    assert "not every one of the 2 processes" in errors[0]
+    assert "train.cluster_timeout_s=8 s" in errors[0]
     assert "cifar10-mlops worker" in errors[0]
     assert mlflow_runs(chief)[-1].info.status == "FAILED"
 
@@ -299,7 +375,7 @@ def test_a_killed_worker_stops_the_chief_and_the_restart_resumes(chief_and_worke
     assert code != 0
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in err, err[-3000:]
-    assert "the cluster lost worker 1" in errors[0]
+    assert "the cluster lost a process" in errors[0]
     assert mlflow_runs(chief)[-1].info.status == "FAILED"
     finished_before_restart = backed_up_epochs(chief)
     assert finished_before_restart >= 1

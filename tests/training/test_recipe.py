@@ -10,7 +10,7 @@ import pytest
 from cifar10_mlops.core.params import TrainParams
 from cifar10_mlops.core.quiet_tensorflow import keras
 from cifar10_mlops.data.arrays import LabelledImages
-from cifar10_mlops.training.inputs import make_dataset
+from cifar10_mlops.training.inputs import ImageBatches
 from cifar10_mlops.training.optimization import _smoothed_sparse_crossentropy
 from cifar10_mlops.training.schedule import learning_rate_at
 
@@ -55,8 +55,7 @@ def test_augmentation_crops_windows_of_the_reflect_padded_image_and_flips():
         np.ascontiguousarray(np.fliplr(np.frombuffer(w, np.uint8).reshape(32, 32, 3))).tobytes()
         for w in list(windows)
     }
-    batch, labels = next(iter(make_dataset(data, 64, shuffle_seed=3, augment=True, crop_padding=4)))
-    batch = batch.numpy()
+    batch, labels = ImageBatches(data, 64, shuffle_seed=3, augment=True, crop_padding=4)[0]
     assert batch.dtype == np.uint8 and batch.shape == (64, 32, 32, 3)
     assert all(image.tobytes() in windows for image in batch)
     assert len({image.tobytes() for image in batch}) > 10  # really random, not one fixed crop
@@ -66,8 +65,40 @@ def test_augmentation_crops_windows_of_the_reflect_padded_image_and_flips():
 
 def test_no_augmentation_passes_images_through_unchanged():
     data = _gradient_images(8)
-    batch, _ = next(iter(make_dataset(data, 8, shuffle_seed=None, augment=False)))
-    np.testing.assert_array_equal(batch.numpy(), data.images)
+    batch, _ = ImageBatches(data, 8, shuffle_seed=None, augment=False)[0]
+    np.testing.assert_array_equal(batch, data.images)
+
+
+def test_each_epoch_reshuffles_and_augments_anew_and_repeats_from_its_seed():
+    data = _gradient_images(64)
+
+    def epoch_batches(batches):
+        return [x.tobytes() + y.tobytes() for x, y in (batches[i] for i in range(len(batches)))]
+
+    batches = ImageBatches(data, 16, shuffle_seed=5, augment=True, crop_padding=2)
+    first = epoch_batches(batches)
+    assert epoch_batches(batches) == first  # asked twice (or out of order): the same batches
+    batches.on_epoch_end()
+    second = epoch_batches(batches)
+    assert second != first
+    # A run resumed at epoch 1 sees what an uninterrupted run saw in its epoch 1.
+    resumed = ImageBatches(data, 16, shuffle_seed=5, augment=True, crop_padding=2, first_epoch=1)
+    assert epoch_batches(resumed) == second
+
+
+def test_processes_take_equal_contiguous_shares_of_the_same_global_batches():
+    data = _gradient_images(70)
+    data.labels[:] = np.arange(70)  # the label names the image
+    whole = ImageBatches(data, 16, shuffle_seed=1, whole_batches=True)
+    shares = [ImageBatches(data, 16, shuffle_seed=1, part=(rank, 2)) for rank in (0, 1)]
+    assert len(whole) == len(shares[0]) == 70 // 16  # the ragged last batch is left out
+    for batch in range(len(whole)):
+        _, labels = whole[batch]
+        joined = np.concatenate([share[batch][1] for share in shares])
+        np.testing.assert_array_equal(joined, labels)
+        assert all(len(share[batch][1]) == 8 for share in shares)
+    with pytest.raises(ValueError, match="does not split into 3"):
+        ImageBatches(data, 16, shuffle_seed=1, part=(0, 3))
 
 
 def test_label_smoothing_is_cross_entropy_against_smoothed_one_hot_targets():

@@ -11,7 +11,7 @@ from cifar10_mlops.core.params import Params
 from cifar10_mlops.data.arrays import LabelledImages
 from cifar10_mlops.model.build import load_model
 from cifar10_mlops.training.fit import train_model
-from cifar10_mlops.training.inputs import make_dataset
+from cifar10_mlops.training.inputs import ImageBatches
 from cifar10_mlops.training.optimization import compile_model
 from tests.helpers.models import SMALL_BACKBONE
 
@@ -31,7 +31,7 @@ def _easy_images(count: int, seed: int = 0) -> LabelledImages:
 
 def test_dataset_batches_uint8_images_without_copying_to_float():
     data = _easy_images(50)
-    images, labels = next(iter(make_dataset(data, batch_size=16, shuffle_seed=1)))
+    images, labels = ImageBatches(data, batch_size=16, shuffle_seed=1)[0]
     assert images.dtype.name == "uint8" and tuple(images.shape) == (16, 32, 32, 3)
     assert labels.shape == (16,)
 
@@ -96,9 +96,6 @@ def test_metric_is_true_multiclass_accuracy_not_binary():
 MIRRORED_ON_TWO_CPUS = r"""
 import json
 import sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from pathlib import Path
 import numpy as np
 from cifar10_mlops.data.arrays import LabelledImages
@@ -109,29 +106,45 @@ rng = np.random.default_rng(0)
 labels = np.arange(120) % 10
 images = (rng.integers(0, 60, (120, 32, 32, 3)) + labels[:, None, None, None] * 19).astype(np.uint8)
 params = Params.model_validate({"model": json.loads(sys.argv[2]),
-                                "train": {"epochs": 1, "batch_size": 16, "distribution": "mirrored"}})
+                                "train": {"epochs": 1, "batch_size": 16, "backend": "jax",
+                                          "distribution": "mirrored"}})
 outcome = train_model(params, LabelledImages(images, labels, np.arange(1, 121)), out / "m.keras",
                       out / "h.csv", out / "state", verbose=0)
 print("REPLICAS", outcome.replicas)
 """
 
 
-def test_mirrored_strategy_trains_on_two_logical_cpus(tmp_path):
-    """train.distribution: mirrored, on a CPU split into two logical devices (in a fresh
-    process: logical devices must be configured before TensorFlow starts)."""
+def test_mirrored_trains_one_model_over_two_cpu_devices_on_jax(tmp_path):
+    """train.distribution: mirrored is keras.distribution.DataParallel over this machine's
+    devices (GPUs on a GPU machine): here a CPU split into two JAX devices, in a fresh process
+    (the device count is fixed when JAX starts)."""
     import json
+    import os
     import subprocess
     import sys
 
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_NUM_CPU_DEVICES": "2"}
     result = subprocess.run(
         [sys.executable, "-c", MIRRORED_ON_TWO_CPUS, str(tmp_path), json.dumps(SMALL_BACKBONE)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REPLICAS 2" in result.stdout
     assert (tmp_path / "m.keras").is_file()
+
+
+def test_distribution_on_tensorflow_is_one_line_asking_for_jax(tmp_path):
+    from cifar10_mlops.core.errors import PipelineError
+
+    params = Params.model_validate(
+        {"model": SMALL_BACKBONE, "train": {"epochs": 1, "distribution": "mirrored"}}
+    )
+    with pytest.raises(PipelineError, match="needs train.backend: jax"):
+        train_model(params, _easy_images(40), tmp_path / "m.keras", tmp_path / "h.csv",
+                    tmp_path / "state", verbose=0)  # fmt: skip
 
 
 def _tiny_compiled_model(seed: int):

@@ -1,9 +1,10 @@
 """`cifar10-mlops worker`: one non-chief task of multi-worker training.
 
 Run from the repository root of a checkout of the chief's commit, with its params.yaml and
-data/processed/train.npz (`dvc pull`, or a shared path), and TF_CONFIG (or Slurm) naming this
-task. It trains in lockstep with the chief and exits 0 when training ends. It writes nothing
-into the repository: its scratch files (TensorFlow's log, its model) live in a temporary
+data/processed/train.npz (`dvc pull`, or a shared path), and the cluster's variables naming
+this process (JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID, TF_CONFIG, Slurm or
+Open MPI: training/cluster.py). It trains in lockstep with the chief and exits 0 when training ends. It writes nothing
+into the repository: its scratch files (its backups, its model) live in a temporary
 directory, removed on success and named in the error otherwise.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from cifar10_mlops.core import config
 from cifar10_mlops.core.errors import PipelineError
+from cifar10_mlops.core.keras_backend import use_backend
 from cifar10_mlops.core.params import Params, load_params, parse_params, read_params_yaml
 from cifar10_mlops.data.arrays import load_npz
 from cifar10_mlops.training.cluster import describe_cluster
@@ -27,6 +29,11 @@ def run_worker(weights_out: Path | None = None, assignments: Sequence[str] = ())
     params.yaml, the ones the chief's `dvc exp run -S` got (the file itself is not written)."""
     if weights_out is not None and not weights_out.name.endswith(".weights.h5"):
         raise PipelineError(f"--weights-out {weights_out}: the file name must end in .weights.h5")
+    if weights_out is not None and not weights_out.absolute().parent.is_dir():
+        raise PipelineError(
+            f"--weights-out {weights_out}: folder {weights_out.absolute().parent} does not "
+            "exist; create it first (checked before training, not after)"
+        )
     params = _params_with(assignments)
     if params.train.distribution != "multi_worker":
         raise PipelineError(
@@ -41,6 +48,7 @@ def run_worker(weights_out: Path | None = None, assignments: Sequence[str] = ())
             "`dvc repro` there; `cifar10-mlops worker` is for the other tasks"
         )
     train_data = load_npz(config.TRAIN_NPZ)
+    use_backend(params.train.backend)  # before training imports Keras
     from cifar10_mlops.training.fit import train_model
 
     scratch = Path(tempfile.mkdtemp(prefix=f"cifar10-mlops-worker-{cluster.rank}-"))

@@ -129,8 +129,8 @@ class TrainParams(_Strict):
     # Decoupled weight decay (Keras 3 optimizers), and label smoothing of the targets.
     weight_decay: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
-    # On the fly in tf.data, training only: random crop after `crop_padding` pixels of
-    # reflection padding, and a horizontal flip.
+    # On the fly in the numpy input (training/inputs.py), training only: random crop after
+    # `crop_padding` pixels of reflection padding, and a horizontal flip.
     augment: bool = True
     crop_padding: Annotated[int, Field(ge=0, le=16)] = 2
     validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
@@ -146,8 +146,11 @@ class TrainParams(_Strict):
     # auto: mixed float16 and XLA on a GPU, float32 without XLA on a CPU (where neither helps).
     mixed_precision: Literal["auto", "off", "float16", "bfloat16"] = "auto"
     jit_compile: Literal["auto", "on", "off"] = "auto"
-    # mirrored: tf.distribute.MirroredStrategy over every GPU (or every logical CPU);
-    # multi_worker: MultiWorkerMirroredStrategy over the tasks of TF_CONFIG or a Slurm job step.
+    # The Keras backend that trains (set before Keras is imported): tensorflow (the fastest on
+    # a CPU, docs/training.md) or jax (GPUs, several devices, several machines).
+    backend: Literal["tensorflow", "jax"] = "tensorflow"
+    # keras.distribution.DataParallel (train.backend jax): mirrored over this machine's devices
+    # (GPUs); multi_worker over several processes (docs/distributed.md).
     distribution: Literal["none", "mirrored", "multi_worker"] = "none"
     # multi_worker: how long the chief waits for every worker to join, and for a silent one
     # before training stops with an error (no hang).

@@ -1,73 +1,83 @@
-"""Multi-worker training (`train.distribution: multi_worker`): who is in the cluster, joining
-it within `train.cluster_timeout_s`, and the chief's state handed to every worker.
+"""Multi-process training (`train.distribution: multi_worker`): who is in the cluster, joining
+it within `train.cluster_timeout_s` on `jax.distributed`, and the chief's state handed to every
+process.
 
-The cluster comes from the standard TF_CONFIG variable (Kubeflow's TFJob, Vertex AI, SageMaker
-and Ray Train set it) or, without one, from Slurm's environment inside `srun`. The chief (the
-`chief` task, else worker 0) is the DVC train stage; every other task runs `cifar10-mlops
+Keras 3 trains on several machines through `keras.distribution` on the JAX backend (the
+TensorFlow strategy path does not work under Keras 3: keras-team/keras#20585). Every process
+runs the same program on its own share of each global batch; gradients and batch-norm
+statistics are reduced over the whole batch by XLA's collectives (gloo on CPUs, NCCL on GPUs).
+
+The cluster, in this order of precedence:
+- JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID (explicit; launchers that
+  start JAX jobs set these);
+- TF_CONFIG (Kubeflow's TFJob, Vertex AI, SageMaker set it): its first task (the `chief`,
+  else worker 0) is process 0 and its address is the coordinator's;
+- JAX's own detection: Slurm (`srun`) and Open MPI (`mpirun`).
+Process 0 (the chief) is the DVC train stage; every other process runs `cifar10-mlops
 worker`. Only the chief keeps backups, so after a restart the chief's state (weights, optimizer,
-finished epochs) is broadcast to every worker before training continues, and a worker whose
-params or data differ from the chief's stops everyone with one clear line instead of training
-on something else.
+finished epochs) goes to every process before training continues, and a process whose params,
+data, code or libraries differ from the chief's stops everyone with one clear line.
 
-TensorFlow's own C++ log (connection retries, heartbeats) goes to a log file named in errors:
-stderr keeps the one-line error of the product.
+What listens: the coordinator (process 0) on exactly the address the cluster names, never a
+wildcard; gloo on each process's own host address (its hostname's). Neither authenticates its
+peers: the cluster needs a private network (docs/distributed.md).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import re
-import signal
+import socket
 import sys
-import types
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.core.params import Params
 
-SLURM_PORT_ENV = "CIFAR10_MLOPS_SLURM_PORT"  # the first port of Slurm's resolver (default 8888)
+EXPLICIT_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+MAX_PROCESSES = 65_536  # far above any real cluster; a garbage count fails here, not in memory
+_ADDRESS = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$")
 
 
 @dataclass(frozen=True)
 class Cluster:
-    """The cluster as this process sees it: every task's address, chief first, and its rank."""
+    """The cluster as this process sees it."""
 
-    addresses: tuple[str, ...]
+    coordinator: str  # "host:port": process 0 serves the coordination service there
+    size: int
     rank: int  # 0: the chief
-    source: str  # "TF_CONFIG" or "Slurm"
-    task: tuple[str, int] = ("worker", 0)  # this process's job and index in the cluster
+    source: str  # where it was read: the variables' names, "TF_CONFIG", "Slurm", "Open MPI"
 
     @property
     def is_chief(self) -> bool:
         return self.rank == 0
 
-    @property
-    def size(self) -> int:
-        return len(self.addresses)
 
-
-def describe_cluster(environ: dict[str, str] | None = None) -> Cluster:
-    """Read TF_CONFIG, or Slurm's variables; a clear error when neither describes a cluster."""
+def describe_cluster(environ: Mapping[str, str] | None = None) -> Cluster:
+    """Read the cluster from the environment; one clear error when nothing describes one."""
     env = os.environ if environ is None else environ
+    if any(env.get(name) for name in EXPLICIT_VARIABLES):
+        return _from_explicit_variables(env)
     if env.get("TF_CONFIG"):
         return _from_tf_config(env["TF_CONFIG"])
-    if "SLURM_PROCID" in env and ("SLURM_STEP_NUM_TASKS" in env or "SLURM_NTASKS" in env):
-        tasks = int(env.get("SLURM_STEP_NUM_TASKS") or env["SLURM_NTASKS"])
-        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST", "?")
-        rank = int(env["SLURM_PROCID"])
-        return Cluster(tuple(f"{nodes}#{i}" for i in range(tasks)), rank, "Slurm", ("worker", rank))
+    detected = _from_scheduler(env)
+    if detected is not None:
+        return detected
     raise PipelineError(
-        "train.distribution is multi_worker but no cluster is described: set TF_CONFIG "
-        '(\'{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}\') '
-        "or run inside a Slurm job step (srun); see docs/distributed.md"
+        "train.distribution is multi_worker but no cluster is described: set "
+        "JAX_COORDINATOR_ADDRESS=host:port JAX_NUM_PROCESSES=N JAX_PROCESS_ID=i (or TF_CONFIG), "
+        "or run inside a Slurm job step (srun) or under mpirun; see docs/distributed.md"
     )
 
 
@@ -76,10 +86,45 @@ def require_chief() -> Cluster:
     cluster = describe_cluster()
     if not cluster.is_chief:
         raise PipelineError(
-            f"{cluster.source} names this task rank {cluster.rank} of {cluster.size}, not the "
+            f"{cluster.source} names this process rank {cluster.rank} of {cluster.size}, not the "
             "chief: run `cifar10-mlops worker` here and `dvc repro` on the chief (rank 0)"
         )
     return cluster
+
+
+def _count(value: str | None, name: str, low: int, high: int) -> int:
+    """A whole number from an environment variable, bounded, or one line naming it."""
+    text = (value or "").strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise PipelineError(
+            f"{name}={value!r}: must be a whole number from {low} to {high}; "
+            "see docs/distributed.md"
+        )
+    return int(text)
+
+
+def _checked_address(address: object, where: str) -> str:
+    text = address if isinstance(address, str) else ""
+    match = _ADDRESS.match(text)
+    if not match or not 1 <= int(match.group(2)) <= 65_535:
+        raise PipelineError(
+            f'{where} is {address!r}, not "host:port" with a port from 1 to 65535; '
+            "see docs/distributed.md"
+        )
+    return text
+
+
+def _from_explicit_variables(env: Mapping[str, str]) -> Cluster:
+    missing = [name for name in EXPLICIT_VARIABLES if not env.get(name)]
+    if missing:
+        raise PipelineError(
+            f"{', '.join(missing)} not set: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+            "JAX_PROCESS_ID describe the cluster together; see docs/distributed.md"
+        )
+    coordinator = _checked_address(env["JAX_COORDINATOR_ADDRESS"], "JAX_COORDINATOR_ADDRESS")
+    size = _count(env["JAX_NUM_PROCESSES"], "JAX_NUM_PROCESSES", 1, MAX_PROCESSES)
+    rank = _count(env["JAX_PROCESS_ID"], "JAX_PROCESS_ID", 0, size - 1)
+    return Cluster(coordinator, size, rank, "JAX_COORDINATOR_ADDRESS")
 
 
 def _from_tf_config(text: str) -> Cluster:
@@ -96,14 +141,18 @@ def _from_tf_config(text: str) -> Cluster:
     unknown = sorted(set(cluster) - {"chief", "worker"})
     if unknown:
         raise bad(f"job {unknown[0]!r} is not supported: multi_worker uses 'chief' and 'worker'")
-    jobs = [(job, cluster.get(job) or []) for job in ("chief", "worker")]
     order: list[tuple[str, int, str]] = []
-    for job, addresses in jobs:
+    for job in ("chief", "worker"):
+        addresses = cluster.get(job) or []
         if not isinstance(addresses, list):
             raise bad(f'cluster "{job}" must be a list of "host:port" strings')
+        if len(order) + len(addresses) > MAX_PROCESSES:
+            raise bad(f"more than {MAX_PROCESSES} tasks")
         for index, address in enumerate(addresses):
-            if not isinstance(address, str) or not re.fullmatch(r"[^\s:]+:\d{1,5}", address):
-                raise bad(f'cluster "{job}"[{index}] is {address!r}, not "host:port"')
+            try:
+                _checked_address(address, f'TF_CONFIG cluster "{job}"[{index}]')
+            except PipelineError as error:
+                raise bad(str(error).split(";")[0].removeprefix("TF_CONFIG ")) from None
             order.append((job, index, address))
     if len([job for job, _, _ in order if job == "chief"]) > 1:
         raise bad('cluster "chief" holds more than one address')
@@ -115,252 +164,205 @@ def _from_tf_config(text: str) -> Cluster:
     key = (task.get("type"), task.get("index", 0))
     if key not in ranks:
         raise bad(f"task {key[0]!r} index {key[1]!r} is not in the cluster")
-    addresses = tuple(address for _, _, address in order)
-    return Cluster(addresses, ranks[key], "TF_CONFIG", (str(key[0]), int(key[1])))
+    return Cluster(order[0][2], len(order), ranks[key], "TF_CONFIG")
 
 
-def connect(cluster: Cluster, timeout_s: int, tensorflow_log: Path | None) -> Any:
-    """Create the MultiWorkerMirroredStrategy: it returns once every task has joined, or fails
-    with one line after `timeout_s`. A task that stops sending heartbeats for `timeout_s` later
-    makes the training of every other task fail (see `cluster_errors`), not hang."""
-    import tensorflow as tf
-    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-    from tensorflow.python.eager import context
+def _from_scheduler(env: Mapping[str, str]) -> Cluster | None:
+    """Slurm's or Open MPI's variables, read as JAX reads them; the coordinator's address is
+    JAX's own choice (Slurm: the step's first node, a port from the job id; Open MPI: the
+    launcher's host)."""
+    if "SLURM_PROCID" in env and "SLURM_JOB_ID" in env:
+        size = _count(env.get("SLURM_NTASKS"), "SLURM_NTASKS", 1, MAX_PROCESSES)
+        rank = _count(env.get("SLURM_PROCID"), "SLURM_PROCID", 0, size - 1)
+        return Cluster(_detected_coordinator("Slurm", env), size, rank, "Slurm")
+    if "OMPI_MCA_orte_hnp_uri" in env:
+        size = _count(env.get("OMPI_COMM_WORLD_SIZE"), "OMPI_COMM_WORLD_SIZE", 1, MAX_PROCESSES)
+        rank = _count(env.get("OMPI_COMM_WORLD_RANK"), "OMPI_COMM_WORLD_RANK", 0, size - 1)
+        return Cluster(_detected_coordinator("Open MPI", env), size, rank, "Open MPI")
+    return None
 
-    if tensorflow_log is not None:
-        _send_tensorflow_log_to(tensorflow_log)
-    resolver = _resolver(cluster)
-    spec = resolver.cluster_spec()
-    leader = "chief" if "chief" in spec.jobs else "worker"
-    # The settings MultiWorkerMirroredStrategy would choose, with our timeouts, and joining as a
-    # barrier: without it the chief waits for a missing worker forever.
-    context.context().configure_coordination_service(
-        service_type="standalone",
-        service_leader=f"/job:{leader}/replica:0/task:0",
-        cluster_register_timeout_in_ms=timeout_s * 1000,
-        heartbeat_timeout_in_ms=timeout_s * 1000,
-        shutdown_barrier_timeout_in_ms=timeout_s * 1000,
-        coordinated_jobs=[
-            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
-            for job in ("chief", "worker")
-            if job in spec.jobs
-        ],
-    )
-    context.context().coordination_service.cluster_register_with_barrier = True
+
+def _detected_coordinator(scheduler: str, env: Mapping[str, str]) -> str:
+    # JAX's cluster detection is not public API; it reads os.environ, so only the process's
+    # own environment can be asked.
+    if env is not os.environ:
+        return f"{scheduler.lower().replace(' ', '-')}-coordinator:0"
     try:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
-    except tf.errors.OpError as error:
-        raise _cluster_error(error, cluster, timeout_s, tensorflow_log, joining=True) from None
-    # TensorFlow's preemption notifier takes over SIGTERM; give it back to Python, so that a
-    # stopped train stage still ends its MLflow run KILLED.
-    handler = signal.getsignal(signal.SIGTERM)
-    if handler is not None:
-        signal.signal(signal.SIGTERM, handler)
-    return strategy
+        from jax._src.clusters import ClusterEnv
 
-
-def _resolver(cluster: Cluster):
-    import tensorflow as tf
-
-    if cluster.source != "Slurm":
-        return tf.distribute.cluster_resolver.TFConfigClusterResolver()
-    gpus = len(tf.config.list_physical_devices("GPU"))  # it would ask nvidia-smi, absent on CPUs
-    try:
-        return tf.distribute.cluster_resolver.SlurmClusterResolver(
-            port_base=int(os.environ.get(SLURM_PORT_ENV, "8888")),
-            gpus_per_node=gpus,
-            auto_set_gpu=gpus > 0,
+        address, _, _, _ = ClusterEnv.auto_detect_unset_distributed_params(
+            None, None, None, None, None, None
         )
-    except (OSError, RuntimeError, ValueError) as error:
+    except Exception as error:  # its parsers raise whatever the variables provoke
         raise PipelineError(
-            f"Slurm: cannot resolve the job step's hosts ({error}); run the tasks with `srun` "
-            "inside an allocation, or set TF_CONFIG instead"
+            f"{scheduler}: JAX cannot find the coordinator from the job's variables ({error}); "
+            "set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID instead"
         ) from None
+    return _checked_address(address, f"{scheduler}'s coordinator address")
 
 
-def _send_tensorflow_log_to(path: Path) -> None:
-    """Point file descriptor 2 (where TensorFlow's C++ code logs) at `path`; Python's
-    sys.stderr keeps writing to the real stderr."""
-    if getattr(sys.stderr, "cifar10_mlops_real_stderr", False):
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    real = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
-    real.cifar10_mlops_real_stderr = True  # type: ignore[attr-defined]
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 2)
-    os.close(log)
-    sys.stderr = real
+def warn_if_public(cluster: Cluster) -> None:
+    """The coordinator and gloo accept any peer that connects: say so when the coordinator's
+    address is reachable from outside a private network."""
+    host = cluster.coordinator.rsplit(":", 1)[0].strip("[]")
+    try:
+        address = ipaddress.ip_address(socket.gethostbyname(host))
+    except (OSError, ValueError):
+        return  # unresolvable here: connect() reports it
+    if not (address.is_loopback or address.is_private or address.is_link_local):
+        warnings.warn(
+            f"multi_worker: the coordinator {cluster.coordinator} is a public address; the "
+            "cluster's ports accept any peer, so run it on a private network "
+            "(docs/distributed.md)",
+            stacklevel=2,
+        )
+
+
+def connect(cluster: Cluster, timeout_s: int) -> None:
+    """Join the cluster: returns once every process has joined, or fails with one line after
+    `timeout_s`. A process that stops answering for `timeout_s` later makes the others fail
+    (see `cluster_errors`), not hang."""
+    import jax
+
+    warn_if_public(cluster)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    host, port = cluster.coordinator.rsplit(":", 1)
+    try:
+        bind_host = socket.gethostbyname(host.strip("[]")) if cluster.is_chief else host
+        jax.distributed.initialize(
+            coordinator_address=cluster.coordinator,
+            num_processes=cluster.size,
+            process_id=cluster.rank,
+            initialization_timeout=timeout_s,
+            heartbeat_timeout_seconds=timeout_s,
+            shutdown_timeout_seconds=timeout_s,
+            coordinator_bind_address=f"{bind_host}:{port}",  # JAX's default is every interface
+        )
+        _skip_jax_shutdown_if_the_cluster_broke()
+        jax.devices()  # the collectives connect here: a missing peer fails now, not mid-fit
+    except (RuntimeError, ValueError, OSError) as error:
+        raise _cluster_error(error, cluster, timeout_s, joining=True) from None
+
+
+_cluster_broken = False
+
+
+def _skip_jax_shutdown_if_the_cluster_broke() -> None:
+    """After a lost peer, JAX's shutdown barrier at exit waits for it, times out and aborts the
+    process (SIGABRT, a C++ stack trace under the one-line error). Registered after JAX's own
+    exit handler, so it runs first: the run has already been closed FAILED and the error
+    printed, and the process ends with its exit code without that barrier."""
+
+    def exit_now() -> None:
+        if _cluster_broken:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(_exit_code)
+
+    atexit.register(exit_now)
+
+
+_exit_code = 2  # a PipelineError's; a signal's or an interrupt's replaces it
+
+
+def _set_exit_code(error: BaseException) -> None:
+    global _exit_code
+    if isinstance(error, SystemExit) and isinstance(error.code, int):
+        _exit_code = error.code
+    elif isinstance(error, KeyboardInterrupt):
+        _exit_code = 130
+    else:
+        _exit_code = 1
 
 
 @contextlib.contextmanager
-def cluster_errors(cluster: Cluster, timeout_s: int, tensorflow_log: Path | None) -> Iterator[None]:
-    """A lost task surfaces as one line naming it, instead of TensorFlow's page of RPC errors."""
-    import tensorflow as tf
-
-    lost = None
+def cluster_errors(cluster: Cluster, timeout_s: int) -> Iterator[None]:
+    """A lost process surfaces as one line naming the cluster, instead of a page of gloo
+    errors and a core dump at exit."""
+    global _cluster_broken
     try:
         yield
-    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError,
-            tf.errors.CancelledError, tf.errors.InternalError) as error:  # fmt: skip
-        lost = _cluster_error(error, cluster, timeout_s, tensorflow_log, joining=False)
-    if lost is not None:
-        _quiet_abandoned_thread_pools()
-        raise lost
+    except (RuntimeError, ValueError) as error:
+        if not _is_cluster_failure(error):
+            raise
+        _cluster_broken = True
+        raise _cluster_error(error, cluster, timeout_s, joining=False) from None
+    except BaseException as error:
+        # Ctrl-C / SIGTERM mid-collective: the peers cannot agree on a clean shutdown either.
+        _cluster_broken = True
+        _set_exit_code(error)
+        raise
 
 
-def _quiet_abandoned_thread_pools() -> None:
-    """A step aborted mid-collective leaves TensorFlow's thread pool of that step unclosed; at
-    exit its __del__ writes to a pipe already closed and Python prints "Exception ignored in
-    Pool.__del__" with a traceback under the one-line error. Only that message is dropped."""
-    previous = sys.unraisablehook
-
-    def hook(unraisable) -> None:
-        from_pool = getattr(unraisable.object, "__qualname__", "") == "Pool.__del__"
-        if not (from_pool and issubclass(unraisable.exc_type, OSError)):
-            previous(unraisable)
-
-    sys.unraisablehook = hook
+def _is_cluster_failure(error: Exception) -> bool:
+    text = str(error)
+    return any(
+        sign in text
+        for sign in ("Gloo", "gloo", "DEADLINE_EXCEEDED", "UNAVAILABLE", "Connection", "heartbeat")
+    )
 
 
 def _cluster_error(
-    error: Exception, cluster: Cluster, timeout_s: int, tensorflow_log: Path | None, joining: bool
+    error: Exception, cluster: Cluster, timeout_s: int, joining: bool
 ) -> PipelineError:
-    # TensorFlow names the task that reports the error and the ones it lost: name the others.
-    found = re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", str(error))
-    tasks = sorted({(job, int(index)) for job, index in found} - {cluster.task})
-    named = ", ".join(f"{job} {index}" for job, index in tasks) or "a task"
+    global _cluster_broken
+    _cluster_broken = True
     role = "chief" if cluster.is_chief else f"worker (rank {cluster.rank})"
+    reason = (
+        str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    )
     if joining:
         what = (
-            f"{named} of {cluster.size} ({cluster.source}: {', '.join(cluster.addresses)}) did not "
-            f"join within train.cluster_timeout_s={timeout_s} s; start `dvc repro` on the chief "
-            "and `cifar10-mlops worker` on every other task"
+            f"not every one of the {cluster.size} processes ({cluster.source}, coordinator "
+            f"{cluster.coordinator}) joined within train.cluster_timeout_s={timeout_s} s "
+            f"({reason}); start `dvc repro` on the chief and `cifar10-mlops worker` on every "
+            "other process"
         )
     else:
         what = (
-            f"the cluster lost {named} (no answer within train.cluster_timeout_s={timeout_s} s); "
-            "restart the missing task and the rest: training resumes after the last finished "
-            "epoch"
+            f"the cluster lost a process ({reason}); restart the missing process and the rest: "
+            "training resumes after the last finished epoch"
         )
-    log = f"; TensorFlow's log: {tensorflow_log}" if tensorflow_log else ""
-    return PipelineError(f"train ({role}): {what}{log}")
+    return PipelineError(f"train ({role}): {what}")
 
 
 def training_fingerprint(params: Params, images: np.ndarray, labels: np.ndarray) -> bytes:
-    """What every task must agree on: the model and train params and the training arrays."""
+    """What every process must agree on: the model and train params, the training arrays, this
+    package's code and the versions of the libraries that compute."""
     digest = hashlib.sha256()
     settings = {"model": params.model.model_dump(), "train": params.train.model_dump()}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     digest.update(np.ascontiguousarray(images).tobytes())
     digest.update(np.ascontiguousarray(labels).tobytes())
+    for name in ("keras", "jax", "jaxlib", "numpy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            digest.update(f"{name}=={metadata.version(name)}".encode())
+    package = Path(__file__).resolve().parents[1]
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode())
+        digest.update(source.read_bytes())
     return digest.digest()[:16]
 
 
-def share_chief_state(strategy, model, restored, finished_epochs: int, fingerprint: bytes) -> int:
-    """Give every task the chief's weights, optimizer state and finished epochs; stop every
-    task when one trains on other params or data. Returns the chief's finished epochs.
+def share_chief_state(
+    values: list[np.ndarray], finished_epochs: int, fingerprint: bytes, chief: bool
+):
+    """Every process gets the chief's `values` (weights and optimizer variables) and finished
+    epochs; when any process trains on other params, data or code, every process stops.
 
-    `restored`: on the chief, a local model holding its backup (None: the distributed model's
-    own values are the state)."""
-    import tensorflow as tf
+    `values`: on the chief, its state (a backup or its fresh model); elsewhere arrays of the
+    same shapes, whose contents are ignored."""
+    from jax.experimental import multihost_utils
 
-    chief = bool(strategy.extended.should_checkpoint)
-    mine = np.frombuffer(fingerprint, dtype=np.uint8).astype(np.int64)
-    header = np.concatenate([[finished_epochs], mine]) if chief else np.zeros(len(mine) + 1)
-    header = _from_chief(strategy, [tf.constant(header, tf.int64)])[0].numpy()
-    chief_epochs, chief_fingerprint = int(header[0]), header[1:]
-    differs = 0 if np.array_equal(chief_fingerprint, mine) else 1
-    disagreeing = int(_sum(strategy, [tf.constant(differs, tf.int64)])[0].numpy())
+    mine = np.frombuffer(fingerprint, dtype=np.uint8)
+    everyone = np.asarray(multihost_utils.process_allgather(mine))
+    disagreeing = int(np.sum(np.any(everyone != everyone[0], axis=1)))
     if disagreeing:
         raise PipelineError(
-            f"train: {disagreeing} task(s) have other params.yaml (model, train) or "
-            "data/processed/train.npz than the chief; run every worker from a checkout of the "
-            "chief's commit with its data (`dvc pull`)"
+            f"train: {disagreeing} process(es) have other params.yaml (model, train), "
+            "data/processed/train.npz, code or library versions than the chief; run every worker "
+            "from a checkout of the chief's commit with its data (`dvc pull`) and environment"
         )
-    variables = [*model.weights, *model.optimizer.variables]
-    source = restored if chief and restored is not None else model
-    values = [tf.convert_to_tensor(v) for v in [*source.weights, *source.optimizer.variables]]
-    values = values if chief else [tf.zeros_like(value) for value in values]
-    for variable, value in zip(variables, _from_chief(strategy, values), strict=True):
-        variable.assign(value)
-    return chief_epochs
-
-
-def _from_chief(strategy, tensors: list) -> list:
-    """The chief's tensors on every task (the others contribute zeros to a sum)."""
-    return _sum(strategy, tensors)
-
-
-def _sum(strategy, tensors: list) -> list:
-    """Each tensor summed over every task, in one traced function (run eagerly, TensorFlow
-    would start a thread pool per tensor)."""
-    import tensorflow as tf
-
-    @tf.function
-    def summed(values):
-        return [
-            strategy.reduce(
-                "SUM",
-                strategy.experimental_distribute_values_from_function(lambda _, v=value: v),
-                axis=None,
-            )
-            for value in values
-        ]
-
-    return summed(tensors)
-
-
-@contextlib.contextmanager
-def keras_multi_worker_fit(model, strategy) -> Iterator[None]:
-    """Work around keras-team/keras#20585 (still open with Keras 3.15 and TensorFlow 2.21):
-    under MultiWorkerMirroredStrategy, Keras' TensorFlow trainer fails in `fit` twice.
-
-    1. Before the first step it averages a whole input batch across workers to build the model
-       (`strategy.reduce` of a tuple of PerReplica values: "unsupported type"). The model is
-       built from this worker's own batch instead (only the shapes matter).
-    2. After each step it reduces every logged metric with `strategy.reduce(MEAN, axis=0)`,
-       which fails on scalars. Keras' metric variables are mirrored variables, summed across
-       all replicas of all workers at every update, so each worker's value already is the
-       global one: the local value is logged, as with one worker.
-    """
-    from keras.src.backend.tensorflow import trainer as tensorflow_trainer
-
-    def build_from_local_batch(self, iterator=None, data_batch=None):
-        for _, _, batches in iterator:
-            local = [strategy.experimental_local_results(v)[0] for v in next(batches)]
-            with strategy.scope():
-                self._symbolic_build(data_batch=tuple(local))
-            break
-
-    original = tensorflow_trainer._collective_all_reduce_multi_worker
-    model._maybe_symbolic_build = types.MethodType(build_from_local_batch, model)
-    tensorflow_trainer._collective_all_reduce_multi_worker = lambda strategy: False
-    try:
-        yield
-    finally:
-        tensorflow_trainer._collective_all_reduce_multi_worker = original
-        del model._maybe_symbolic_build
-
-
-@contextlib.contextmanager
-def global_batch_norm(model) -> Iterator[None]:
-    """Batch normalisation over the global batch while training on several workers: each
-    worker sees only its share of every batch, so without this each would normalise by (and
-    keep moving statistics of) its own share, and the workers' models would differ. The
-    saved model is left as built (the flag only matters in training)."""
-    from cifar10_mlops.core.quiet_tensorflow import keras
-
-    def walk(layer):
-        yield layer
-        for inner in getattr(layer, "layers", []):
-            yield from walk(inner)
-
-    norms = [layer for layer in walk(model) if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:
-        layer.synchronized = True
-    try:
-        yield
-    finally:
-        for layer in norms:
-            layer.synchronized = False
+    epochs = np.asarray([finished_epochs if chief else 0], dtype=np.int64)
+    shared = multihost_utils.broadcast_one_to_all((epochs, values), is_source=chief)
+    return int(np.asarray(shared[0])[0]), [np.asarray(value) for value in shared[1]]

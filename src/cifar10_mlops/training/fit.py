@@ -1,9 +1,10 @@
 """train_model: the fit itself, from the params and the arrays to models/model.keras.
 
-The pieces: inputs.py (tf.data), schedule.py (learning rate), optimization.py (optimizer,
-loss), runtime.py (precision, XLA, distribution, seeds), resume.py (per-epoch backups). The
-model saved is the best epoch by `train.monitor` (its weights are kept in the backup, and its
-value in the history, so a resumed run keeps comparing against it).
+The pieces: inputs.py (numpy batches), schedule.py (learning rate), optimization.py
+(optimizer, loss), runtime.py (backend, precision, XLA, devices, seeds), cluster.py (several
+processes), resume.py (per-epoch backups). The model saved is the best epoch by
+`train.monitor` (its weights are kept in the backup, and its value in the history, so a
+resumed run keeps comparing against it).
 """
 
 from __future__ import annotations
@@ -22,20 +23,12 @@ from cifar10_mlops.core.quiet_tensorflow import keras
 from cifar10_mlops.data.arrays import LabelledImages
 from cifar10_mlops.data.split import stratified_split
 from cifar10_mlops.model.build import build_model, set_from_training_images
-from cifar10_mlops.training.cluster import (
-    cluster_errors,
-    global_batch_norm,
-    keras_multi_worker_fit,
-    share_chief_state,
-    training_fingerprint,
-)
-from cifar10_mlops.training.inputs import make_dataset
+from cifar10_mlops.training.cluster import cluster_errors, share_chief_state, training_fingerprint
+from cifar10_mlops.training.inputs import ImageBatches
 from cifar10_mlops.training.optimization import compile_model
 from cifar10_mlops.training.resume import EpochBackup, TrainingState
-from cifar10_mlops.training.runtime import resolve_runtime, seed_everything
+from cifar10_mlops.training.runtime import Runtime, resolve_runtime, seed_everything
 from cifar10_mlops.training.schedule import learning_rate_at
-
-TENSORFLOW_CLUSTER_LOG = "tensorflow-cluster.log"  # multi_worker: TensorFlow's C++ log
 
 
 @dataclass(frozen=True)
@@ -64,8 +57,7 @@ def train_model(
     `callbacks` run last at each epoch's end, after the backup (the train stage passes its
     MLflow logger here, so an epoch is logged only once it is backed up)."""
     cfg = params.train
-    # First: a multi-worker strategy must exist before any other TensorFlow op.
-    runtime = resolve_runtime(cfg, Path(checkpoint_dir) / TENSORFLOW_CLUSTER_LOG)
+    runtime = resolve_runtime(cfg)  # first: multi_worker joins the cluster here
     seed_everything(cfg)
     validation = None
     if cfg.validation_split > 0:
@@ -73,78 +65,112 @@ def train_model(
             train_data, cfg.validation_split, cfg.seed, key="train.validation_split"
         )
     keras.mixed_precision.set_global_policy(runtime.mixed_precision)
-    with runtime.strategy.scope():
-        model = build_model(params.model, num_classes=len(train_data.class_names))
-        set_from_training_images(model, train_data.images)  # a resumed run restores over it
-        compile_model(model, cfg, runtime.jit_compile)
-        state = TrainingState(Path(checkpoint_dir), resume_key)
-        if runtime.cluster is None:
-            resumed_from = state.restore(model)  # in the scope: it builds the optimizer's state
-        else:
-            model.optimizer.build(model.trainable_variables)  # the same on every task
-    monitor = cfg.monitor if validation is not None else "loss"
-    shard = runtime.cluster is not None
-    with contextlib.ExitStack() as multi_worker:
+    state = TrainingState(Path(checkpoint_dir), resume_key)
+    num_classes = len(train_data.class_names)
+    guard = (
+        cluster_errors(runtime.cluster, cfg.cluster_timeout_s)
+        if runtime.cluster
+        else contextlib.nullcontext()
+    )
+    with guard:
+        local = None
         if runtime.cluster is not None:
-            log = Path(checkpoint_dir) / TENSORFLOW_CLUSTER_LOG
-            multi_worker.enter_context(cluster_errors(runtime.cluster, cfg.cluster_timeout_s, log))
-            # Only the chief keeps backups: every task continues from its state.
-            backup, resumed_from = _chief_backup(
-                params, state, runtime.cluster.is_chief, len(train_data.class_names)
+            # The chief's backup goes to every process before the distributed model exists.
+            local = _local_model(params, train_data.images, num_classes)
+            values, resumed_from = _chief_state(local, state, runtime, params, train_data)
+        with runtime.scope():
+            model = build_model(params.model, num_classes=num_classes)
+            set_from_training_images(model, train_data.images)  # a resumed run restores over it
+            compile_model(model, cfg, runtime.jit_compile)
+            model.optimizer.build(model.trainable_variables)
+            if local is None:
+                resumed_from = state.restore(model)
+            else:
+                for variable, value in zip(_state_variables(model), values, strict=True):
+                    variable.assign(value)
+            monitor = cfg.monitor if validation is not None else "loss"
+            model.fit(
+                ImageBatches(
+                    train_data,
+                    cfg.batch_size,
+                    cfg.seed,
+                    cfg.augment,
+                    cfg.crop_padding,
+                    first_epoch=resumed_from,
+                    part=runtime.part,
+                    whole_batches=runtime.replicas > 1,
+                ),
+                validation_data=(
+                    ImageBatches(
+                        validation,
+                        _validation_batch_size(cfg.batch_size, len(validation.labels), runtime),
+                        shuffle_seed=None,
+                        part=runtime.part,
+                        whole_batches=runtime.replicas > 1,
+                    )
+                    if validation
+                    else None
+                ),
+                epochs=cfg.epochs,
+                initial_epoch=resumed_from,  # the learning rate schedule counts from here too
+                callbacks=[*_callbacks(cfg, monitor, state), *callbacks],
+                verbose=verbose,
             )
-            fingerprint = training_fingerprint(params, train_data.images, train_data.labels)
-            resumed_from = share_chief_state(
-                runtime.strategy, model, backup, resumed_from, fingerprint
-            )
-            multi_worker.enter_context(keras_multi_worker_fit(model, runtime.strategy))
-            multi_worker.enter_context(global_batch_norm(model))
-        history = model.fit(
-            make_dataset(
-                train_data, cfg.batch_size, cfg.seed, cfg.augment, cfg.crop_padding, shard=shard
-            ),
-            validation_data=(
-                make_dataset(validation, cfg.batch_size, shuffle_seed=None, shard=shard)
-                if validation
-                else None
-            ),
-            epochs=cfg.epochs,
-            initial_epoch=resumed_from,  # the learning rate schedule counts from here too
-            shuffle=False,  # the tf.data pipeline shuffles; fit's own flag only warns
-            callbacks=[*_callbacks(cfg, monitor, state), *callbacks],
-            verbose=verbose,
-        )
-    del history  # the CSV in the state dir holds every epoch, resumed ones included
     rows = state.history_rows()
     scores = [float(row[monitor]) for row in rows]
     best_epoch = int(np.argmax(scores) if monitor.endswith("accuracy") else np.argmin(scores))
-    _save_best_epoch(model, state, model_path, history_path)
+    # Under multi_worker the best weights go through the local copy: loading them into the
+    # distributed model would be a collective, and each process keeps its own backup.
+    saved = _save_best_epoch(local or model, state, model_path, history_path)
     return TrainingOutcome(
-        model=model,
+        model=saved,
         epochs_run=len(rows),
         best_epoch=best_epoch,
         monitor=monitor,
         resumed_from_epoch=resumed_from,
-        replicas=runtime.strategy.num_replicas_in_sync,
+        replicas=runtime.replicas,
         workers=runtime.cluster.size if runtime.cluster else 1,
     )
 
 
-def _chief_backup(
-    params: Params, state: TrainingState, is_chief: bool, num_classes: int
-) -> tuple[keras.Model | None, int]:
-    """Multi-worker: the chief's newest backup, loaded into a local copy of the model (loading
-    into the distributed model would run collectives that the other tasks do not), and its
-    finished epochs. (None, 0) on the other tasks and when there is nothing to resume."""
-    if not is_chief or not state.has_backup():
-        return None, 0
+def _validation_batch_size(batch_size: int, count: int, runtime: Runtime) -> int:
+    """Several devices need equal, whole batches: a validation set smaller than one batch is
+    scored in one smaller batch (a multiple of the device count) instead of not at all."""
+    if runtime.replicas == 1:
+        return batch_size
+    shares = runtime.replicas
+    return max(shares, min(batch_size, count // shares * shares))
+
+
+def _local_model(params: Params, images: np.ndarray, num_classes: int) -> keras.Model:
+    """The model on this process alone (outside the distribution), compiled and built."""
     local = build_model(params.model, num_classes=num_classes)
+    set_from_training_images(local, images)
     compile_model(local, params.train, jit_compile=False)
-    return local, state.restore(local)
+    local.optimizer.build(local.trainable_variables)
+    return local
+
+
+def _state_variables(model: keras.Model) -> list:
+    return [*model.weights, *model.optimizer.variables]
+
+
+def _chief_state(
+    local: keras.Model, state: TrainingState, runtime: Runtime, params: Params, data
+) -> tuple[list[np.ndarray], int]:
+    """The chief's newest backup (or its fresh model) and finished epochs, on every process."""
+    assert runtime.cluster is not None
+    chief = runtime.cluster.is_chief
+    finished = state.restore(local) if chief else 0  # only the chief keeps backups
+    values = [np.asarray(keras.ops.convert_to_numpy(v)) for v in _state_variables(local)]
+    fingerprint = training_fingerprint(params, data.images, data.labels)
+    finished, values = share_chief_state(values, finished, fingerprint, chief)
+    return values, finished
 
 
 def _save_best_epoch(
     model: keras.Model, state: TrainingState, model_path: Path, history_path: Path
-) -> None:
+) -> keras.Model:
     """Write the best epoch's model and the whole history; the backups are then done with."""
     model.load_weights(state.best_weights)
     # An uncompiled float32 view of the same layers: no optimizer state (which would triple
@@ -154,6 +180,7 @@ def _save_best_epoch(
     with atomic_path(history_path) as tmp:
         shutil.copyfile(state.history_csv, tmp)
     state.finish()
+    return model
 
 
 def _callbacks(cfg: TrainParams, monitor: str, state: TrainingState) -> list:

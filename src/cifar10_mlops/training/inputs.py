@@ -1,55 +1,103 @@
-"""Training input: tf.data batches of uint8 images straight from the arrays.
+"""Training input: batches of uint8 images straight from the arrays, in numpy.
 
-Augmentation (random crop after reflection padding, horizontal flip) runs on the fly in
-tf.data; the model casts, normalises and resizes inside itself. No float32 or resized copy of
-the data set exists.
+One input path for every Keras backend: it needs no TensorFlow (the JAX backend runs on
+machines without it), and on the CPU it keeps up with the tf.data pipeline it replaced
+(benchmarks/input_pipeline.py). Augmentation (random crop after reflection padding,
+horizontal flip) is drawn per batch from (seed, epoch, batch index), so an epoch's batches are
+the same whatever order Keras asks for them in, and a resumed run sees the epochs it would have
+seen. The model casts, normalises and resizes inside itself: no float32 or resized copy of the
+data set exists.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
+from cifar10_mlops.core.quiet_tensorflow import keras
 from cifar10_mlops.data.arrays import LabelledImages
 
 
-def make_dataset(
-    data: LabelledImages,
-    batch_size: int,
-    shuffle_seed: int | None,
-    augment: bool = False,
-    crop_padding: int = 4,
-    shard: bool = False,
-):
-    """Batches of uint8 images straight from the arrays: the model casts and normalises.
+class ImageBatches(keras.utils.PyDataset):
+    """uint8 (images, labels) batches for `model.fit`, reshuffled every epoch.
 
-    `shard`: multi-worker training, where each worker takes its share of every global batch
-    (the arrays are in memory, not in files that could be split between workers)."""
-    import tensorflow as tf
+    `part` = (index, count): multi-process training, where every process builds the same
+    global batch and keeps its own contiguous `1/count` of it (the arrays are in memory on
+    every process, so nothing is split beforehand). `whole_batches`: several devices need
+    equal shares, so the last, smaller batch of an epoch is left out (a different one each
+    epoch, as the order is reshuffled)."""
 
-    dataset = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(
-            len(data.labels), seed=shuffle_seed, reshuffle_each_iteration=True
-        )
-    if augment:
-        dataset = dataset.map(
-            _augmenter(crop_padding, seed=shuffle_seed or 0), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    if shard:
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA
-        )
-        dataset = dataset.with_options(options)
-    return dataset
+    def __init__(
+        self,
+        data: LabelledImages,
+        batch_size: int,
+        shuffle_seed: int | None,
+        augment: bool = False,
+        crop_padding: int = 4,
+        first_epoch: int = 0,
+        part: tuple[int, int] = (0, 1),
+        whole_batches: bool = False,
+    ):
+        super().__init__()
+        index, count = part
+        if batch_size % count:
+            raise ValueError(f"batch size {batch_size} does not split into {count} equal parts")
+        self.images = data.images
+        self.labels = np.asarray(data.labels, dtype=np.int32)
+        self.batch_size = batch_size
+        self.shuffle_seed = shuffle_seed
+        self.augment = augment
+        self.padding = crop_padding if augment else 0
+        self.part_index, self.part_count = index, count
+        self.whole_batches = whole_batches or count > 1
+        self.epoch = first_epoch
+        self.order = self._order()
+
+    def __len__(self) -> int:
+        if self.whole_batches:
+            return len(self.labels) // self.batch_size
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        chosen = self.order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        if self.augment:
+            rng = np.random.default_rng([self.shuffle_seed or 0, self.epoch, batch])
+            images = augment_batch(self.images, chosen, self.padding, rng)
+        else:
+            images = self.images[chosen]
+        if self.part_count > 1:
+            share = len(chosen) // self.part_count
+            mine = slice(self.part_index * share, (self.part_index + 1) * share)
+            return images[mine], self.labels[chosen[mine]]
+        return images, self.labels[chosen]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        if self.shuffle_seed is None:
+            return np.arange(len(self.labels))
+        return np.random.default_rng([self.shuffle_seed, self.epoch]).permutation(len(self.labels))
 
 
-def _augmenter(padding: int, seed: int):
-    import tensorflow as tf
+def augment_batch(
+    images: np.ndarray, chosen: np.ndarray, padding: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The chosen images, each shifted by up to `padding` pixels (reflection at the borders)
+    and flipped left-right with probability 1/2: one gather, no per-image Python loop."""
+    count, height, width = len(chosen), images.shape[1], images.shape[2]
+    rows = np.arange(height)[None, :] + rng.integers(-padding, padding + 1, (count, 1))
+    cols = np.arange(width)[None, :] + rng.integers(-padding, padding + 1, (count, 1))
+    flip = rng.random(count) < 0.5
+    cols = np.where(flip[:, None], cols[:, ::-1], cols)
+    rows, cols = _reflect(rows, height), _reflect(cols, width)
+    return images[chosen[:, None, None], rows[:, :, None], cols[:, None, :]]
 
-    def augment(image, label):
-        if padding:
-            padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]], mode="REFLECT")
-            image = tf.image.random_crop(padded, tf.shape(image), seed=seed)
-        return tf.image.random_flip_left_right(image, seed=seed + 1), label
 
-    return augment
+def _reflect(positions: np.ndarray, size: int) -> np.ndarray:
+    """Indices outside 0..size-1 mirrored back inside, the edge pixel not repeated (numpy's and
+    TensorFlow's 'reflect' padding)."""
+    positions = np.abs(positions)
+    return np.where(positions >= size, 2 * (size - 1) - positions, positions)
