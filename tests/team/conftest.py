@@ -1,5 +1,5 @@
-"""The team stack for the tests of a module: started with `make team-stack` (as CI must start
-its services itself, and as docs/team-setup.md shows), stopped and deleted with
+"""The team stack for tests/team, started once for all its modules with `make team-stack` (as
+CI must start its services itself, and as docs/team-setup.md shows), stopped and deleted with
 `make team-stack-down PURGE=1`."""
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ class Stack:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-@pytest.fixture(scope="module")
+# One stack for every module of tests/team that asks for it: each start costs ~30 s of CI.
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory):
     directory = tmp_path_factory.mktemp("team-stack")
     up = make("team-stack", f"TEAM_STACK_DIR={directory}")

@@ -57,4 +57,6 @@ def start_mlflow(directory: Path, state: dict[str, Any], mlflow: str) -> None:
     record = process_record(spawn(command, log, env, directory), log)
     state.setdefault("processes", {})["mlflow"] = record
     save_state(directory, state)
-    wait_until(lambda: mlflow_answers(state), "mlflow server", record)
+    wait_until(
+        lambda: mlflow_answers(state), "mlflow server", record, port=state["ports"]["mlflow"]
+    )

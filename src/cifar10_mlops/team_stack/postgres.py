@@ -108,6 +108,9 @@ def start_postgres(directory: Path, state: dict[str, Any], pg_bin: Path) -> None
     if not (data / "PG_VERSION").is_file():
         _initdb(root, data, state, pg_bin)
     state["postgres_data"] = str(data)
+    copied_lock = _lock_file_data_dir(data)
+    if copied_lock is not None and not _same_path(copied_lock, str(data)):  # copied along
+        (data / "postmaster.pid").unlink()
     run_tool(
         as_postgres(
             [
@@ -215,8 +218,35 @@ def postgres_ready(state: dict[str, Any]) -> bool:
 
 
 def postgres_running(state: dict[str, Any]) -> bool:
+    """The cluster's lock file is there and is its own: a copied cluster (`cp -a` of a stack)
+    holds the original's, whose pid `pg_ctl stop` would signal."""
     data = state.get("postgres_data")
-    return bool(data) and Path(data, "postmaster.pid").is_file()
+    return bool(data) and _same_path(_lock_file_data_dir(Path(data)), data)
+
+
+def _same_path(a: str | None, b: str) -> bool:
+    return a is not None and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _lock_file_data_dir(data: Path) -> str | None:
+    """Line 2 of postmaster.pid: the data directory of the postmaster that wrote it."""
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    return lines[1] if len(lines) > 1 else None
+
+
+def check_cluster_kept(state: dict[str, Any], state_file: Path) -> None:
+    """A cluster once made must still be there: starting anew would silently give MLflow an
+    empty database (its runs gone) under the same stack."""
+    data = state.get("postgres_data")
+    if data and not Path(data, "PG_VERSION").is_file():
+        raise StackError(
+            f"the PostgreSQL cluster {data} that {state_file} records is gone, and MLflow's "
+            f"runs with it; restore it from a backup, or delete {state_file} to start with an "
+            "empty database"
+        )
 
 
 def stop_postgres(state: dict[str, Any]) -> None:

@@ -68,8 +68,9 @@ def alive(record: dict[str, Any] | None) -> bool:
 
 
 def spawn(command: list[str], log: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    """Start `command` in a process group of its own, stdout and stderr appended to `log`."""
-    with open(log, "ab") as handle:
+    """Start `command` in a process group of its own, stdout and stderr appended to `log`
+    (mode 600: a server's log can hold paths, users and request details)."""
+    with open(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as handle:
         return subprocess.Popen(
             command,
             cwd=cwd,
@@ -142,17 +143,60 @@ def wait_until(
     what: str,
     record: dict[str, Any] | None = None,
     timeout_s: float = READY_TIMEOUT_S,
+    port: int | None = None,
 ) -> None:
-    """Poll `ready` until it answers True; fail when the process exits or after the timeout."""
+    """Poll `ready` until it answers True; fail when the process exits or after the timeout.
+
+    With `port`, an answer counts only when the recorded process's group holds the listening
+    socket: another program squatting on the port would answer just as well."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if ready():
-            return
+            if port is None or record is None or group_listens_on(int(record["pid"]), port):
+                return
+            raise StackError(
+                f"{what}: 127.0.0.1:{port} answers, but not from the process started here "
+                f"(pid {record['pid']}): another program holds the port; stop it and start again"
+            )
         if record is not None and not alive(record):
             _reap(int(record["pid"]))
             raise StackError(f"{what} exited while starting{log_tail(record)}")
         time.sleep(0.25)
     raise StackError(f"{what} did not answer within {timeout_s:g} s{log_tail(record)}")
+
+
+def group_listens_on(group: int, port: int) -> bool:
+    """A process of process group `group` holds a socket listening on TCP `port` (Linux /proc:
+    the listening sockets' inodes, then the group's open files). Without /proc: True."""
+    if not Path("/proc/net/tcp").exists():
+        return True
+    sockets = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue  # field 5, the process group
+            if any(os.readlink(fd) in sockets for fd in (proc / "fd").iterdir()):
+                return True
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours to read
+    return False
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(inode)
+    return inodes
 
 
 def log_tail(record: dict[str, Any] | None) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from cifar10_mlops.team_stack.ports import HOST
 from cifar10_mlops.team_stack.processes import http_ok, process_record, spawn, wait_until
+from cifar10_mlops.team_stack.seaweedfs_security import write_security_config
 from cifar10_mlops.team_stack.state import save_state, write_private
 
 BUCKET = "ml-team"
@@ -80,6 +81,7 @@ def start_seaweedfs(directory: Path, state: dict[str, Any], weed: str) -> None:
         "actions": ["Admin", "Read", "List", "Tagging", "Write"],
     }
     write_private(config, json.dumps({"identities": [identity]}, indent=2))
+    write_security_config(directory)  # read by weed from its working directory
     sockets = {
         "filer.localSocket": _socket_path(directory, "filer.sock"),
         "s3.localSocket": _socket_path(directory, "s3.sock"),
@@ -98,6 +100,7 @@ def start_seaweedfs(directory: Path, state: dict[str, Any], weed: str) -> None:
         "-s3.port.lance=0",
         f"-s3.config={config}",
         f"-bucket={BUCKET}",
+        "-disableHttp",  # the master's and filer's HTTP APIs: S3 is the only way in
         *(f"-{name}={state['ports'][name]}" for name in WEED_PORTS),
         *(f"-{name}={path}" for name, path in sockets.items()),
     ]
@@ -106,4 +109,6 @@ def start_seaweedfs(directory: Path, state: dict[str, Any], weed: str) -> None:
     record = process_record(spawn(command, log, env, directory), log)
     state.setdefault("processes", {})["seaweedfs"] = record
     save_state(directory, state)
-    wait_until(lambda: bucket_ready(state), "SeaweedFS (weed mini)", record)
+    wait_until(
+        lambda: bucket_ready(state), "SeaweedFS (weed mini)", record, port=state["ports"]["s3.port"]
+    )
