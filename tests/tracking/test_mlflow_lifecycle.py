@@ -220,9 +220,15 @@ def dead_pid() -> int:
 def test_only_runs_whose_owner_on_this_host_is_gone_are_marked_killed(store):
     experiment_id = store.create_experiment("owners")
     here, me = socket.gethostname(), str(os.getpid())
+    space = {owners.PID_SPACE_TAG: owners.owner_tags()[owners.PID_SPACE_TAG]}
     tags_by_case = {
-        "dead": {owners.HOST_TAG: here, owners.PID_TAG: str(dead_pid())},
-        "pid-reused": {owners.HOST_TAG: here, owners.PID_TAG: me, owners.PID_START_TAG: "1"},
+        "dead": {owners.HOST_TAG: here, owners.PID_TAG: str(dead_pid()), **space},
+        "pid-reused": {
+            owners.HOST_TAG: here,
+            owners.PID_TAG: me,
+            owners.PID_START_TAG: "1",
+            **space,
+        },
         "alive": owners.owner_tags(),
         "other-host": {owners.HOST_TAG: "elsewhere.invalid", owners.PID_TAG: str(dead_pid())},
         "not-ours": {},

@@ -1,8 +1,12 @@
 """Which process owns a RUNNING run, and marking runs whose owner died KILLED.
 
 A process killed outright (SIGKILL, out of memory, power cut) cannot end its run, so every run
-records its owner (tags cifar10_mlops.pid / .host / .pid_start), and each stage start marks
-RUNNING runs whose owner process on this host is gone KILLED.
+records its owner (tags cifar10_mlops.pid / .host / .pid_start / .pid_space), and each stage
+start marks RUNNING runs whose owner process here is gone KILLED.
+
+"Here" is the pid namespace of this kernel boot (.pid_space: the boot id and the namespace's
+inode), not the host name: two machines (or containers) called alike share a tracking server,
+and a pid of one means nothing on the other.
 """
 
 from __future__ import annotations
@@ -15,7 +19,19 @@ from pathlib import Path
 PID_TAG = "cifar10_mlops.pid"
 HOST_TAG = "cifar10_mlops.host"
 PID_START_TAG = "cifar10_mlops.pid_start"
+PID_SPACE_TAG = "cifar10_mlops.pid_space"
 KILLED_REASON_TAG = "cifar10_mlops.killed_reason"
+
+
+def _pid_space() -> str | None:
+    """`<boot id>/pid:[<inode>]`: where a pid is meaningful. The boot id is random per kernel
+    boot (another machine never shares it); the inode tells containers of one kernel apart."""
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{boot_id}/{namespace}"
 
 
 def _proc_stat(pid: int) -> list[str] | None:
@@ -39,14 +55,20 @@ def owner_tags() -> dict[str, str]:
     started = _process_start(pid)
     if started:
         tags[PID_START_TAG] = started
+    space = _pid_space()
+    if space:
+        tags[PID_SPACE_TAG] = space
     return tags
 
 
 def owner_is_gone(tags: dict[str, str]) -> bool:
-    """True only when sure: the owner ran on this host and its process no longer exists
-    (or exited unreaped, or its pid now belongs to a process started later)."""
+    """True only when sure: the owner ran in this pid namespace of this boot and its process
+    no longer exists (or exited unreaped, or its pid now belongs to a process started later)."""
     if os.name != "posix" or tags.get(HOST_TAG) != socket.gethostname():
         return False  # another machine's process, or no safe probe (os.kill kills on Windows)
+    space = _pid_space()
+    if space is None or tags.get(PID_SPACE_TAG) != space:
+        return False  # a machine with the same name, another container, or an older run
     try:
         pid = int(tags[PID_TAG])
     except (KeyError, ValueError):
