@@ -49,6 +49,8 @@ def restore_stage_outputs(root: Path, stage: str) -> list[str]:
         return []
     from dvc.repo import Repo  # only on the failure path: importing DVC costs ~0.4 s
 
+    for out in outs:  # dvc.lock is a tracked file anyone can edit in a pull request
+        _inside(root, out["path"], "dvc.lock")
     cache = Repo(str(root)).cache.local
     restored = []
     for out in outs:
@@ -83,8 +85,18 @@ def _restore_file(target: Path, md5: str, cache, root: Path, rel_path: str) -> b
     return True
 
 
+def _inside(folder: Path, relpath: str, source: str) -> Path:
+    """folder/relpath, refused when relpath is absolute or climbs out with `..`."""
+    path = folder / relpath
+    if Path(relpath).is_absolute() or not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{source}: path {relpath!r} lies outside {folder}; not restored")
+    return path
+
+
 def _restore_dir(target: Path, manifest: list[dict], cache) -> bool:
     wanted = {entry["relpath"]: entry["md5"] for entry in manifest}
+    for rel in wanted:  # checked before anything is written or deleted
+        _inside(target, rel, "the DVC cache's .dir manifest")
     if target.is_dir():
         present = {str(path.relative_to(target)) for path in target.rglob("*") if path.is_file()}
         if present == set(wanted) and all(_md5(target / rel) == md5 for rel, md5 in wanted.items()):
