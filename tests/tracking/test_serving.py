@@ -6,10 +6,13 @@ temporary directory, registered, aliased, and loaded back through every kind of 
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,10 +22,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
+from PIL import Image
 
 from cifar10_mlops.cli.predict import load_image
+from cifar10_mlops.data.images import MAX_PICTURE_PIXELS, decode_picture
 from cifar10_mlops.tracking import serving
 from tests.helpers.cli import one_error_line, read_csv, run_main, write_mixed_folder
+from tests.helpers.images import png_header_only
+from tests.helpers.model_server import ModelServer, photos_payload, predictions
 from tests.helpers.models import keras_labels, tiny_keras_model_file
 
 MODEL_NAME = "cifar10-test"
@@ -93,8 +100,9 @@ def test_pyfunc_predictions_match_the_keras_model(store_env, kind):
 def test_logged_model_has_signature_example_requirements_and_no_pickle(store_env, tmp_path):
     info = mlflow.models.get_model_info(store_env.info.model_uri)
     assert info.run_id == store_env.run_id
-    (tensor,) = info.signature.inputs.inputs
-    assert tensor.type == np.dtype(np.uint8) and tensor.shape == (-1, 32, 32, 3)
+    # No input schema (MLflow's would refuse photos or arrays); the metadata says what goes in.
+    assert info.signature.inputs is None
+    assert info.metadata["input"] == serving.INPUT_DESCRIPTION
     assert tuple(info.signature.outputs.input_names()) == serving.OUTPUT_COLUMNS
 
     local = Path(
@@ -106,7 +114,10 @@ def test_logged_model_has_signature_example_requirements_and_no_pickle(store_env
     assert (local / "code" / "cifar10_mlops" / "model" / "build.py").is_file()
     assert not list(local.rglob("*.pkl"))  # models from code: nothing to unpickle
     example = json.loads((local / "input_example.json").read_text())
-    assert np.asarray(example).shape == (serving.MAX_EXAMPLE_IMAGES, 32, 32, 3)
+    assert example["columns"] == [serving.IMAGE_COLUMN]  # photo files, base64 PNG
+    assert len(example["data"]) == serving.MAX_EXAMPLE_IMAGES
+    first = base64.b64decode(example["data"][0][0])
+    np.testing.assert_array_equal(decode_picture(first), store_env.images[0])
 
 
 def test_the_rest_payload_is_answered_like_the_scoring_server_would(store_env, tmp_path):
@@ -162,6 +173,26 @@ def test_predict_accepts_the_shapes_callers_send(classifier, logged):
         (np.full((1, 32, 32, 3), 256), "whole numbers in 0..255"),
         (np.full((1, 32, 32, 3), "x"), "pixel values must be numbers"),
         (pd.DataFrame(np.zeros((1, 10))), "1 image column or 3072 pixel columns, got 10"),
+        (
+            pd.DataFrame({"image": ["iVBORw0KGgo!!"]}),
+            "row 0: not valid base64 (13 characters); send each photo file base64-encoded",
+        ),
+        (
+            pd.DataFrame({"image": [b"GIF89a but not really"]}),
+            "row 0: not a picture Pillow can read (UnidentifiedImageError)",
+        ),
+        (
+            pd.DataFrame({"image": [png_header_only(10_000, 10_000)]}),  # a decompression bomb
+            f"row 0: image is 10000x10000 pixels, above the cap of {MAX_PICTURE_PIXELS} pixels",
+        ),
+        (
+            np.zeros((serving.MAX_IMAGES_PER_REQUEST + 1, 32, 32, 3), np.uint8),
+            f"1025 images in one request, at most {serving.MAX_IMAGES_PER_REQUEST}; send them in",
+        ),
+        (
+            pd.DataFrame({"image": [b"\x89PNG", np.zeros((32, 32, 3), np.uint8)]}),
+            "mixed cells",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(classifier, model_input, message):
@@ -169,6 +200,21 @@ def test_bad_input_is_refused_with_a_clear_message(classifier, model_input, mess
         classifier.predict(None, model_input)
     assert message in caught.value.message
     assert caught.value.error_code == "INVALID_PARAMETER_VALUE"  # the server answers 400
+
+
+def test_photo_files_are_read_as_predict_reads_them(classifier, folder):
+    """PNG, JPEG, grayscale, 64x64 and opaque RGBA files, as bytes and as base64 text: the same
+    pixels as `cifar10-mlops predict`'s reader, so the same answers."""
+    files = [path.read_bytes() for path in folder.good]
+    expected = classifier.predict(None, np.stack([load_image(path) for path in folder.good]))
+    as_bytes = classifier.predict(None, pd.DataFrame({"image": files}))
+    pd.testing.assert_frame_equal(as_bytes, expected)
+    # as MLflow writes base64 (lines of 76 characters) and as one line
+    wrapped = [base64.encodebytes(data).decode() for data in files]
+    one_line = [base64.b64encode(data).decode() for data in files]
+    for name, cells in {"wrapped": wrapped, "one line": one_line, "list": files}.items():
+        frame = pd.DataFrame({"image": cells}) if name != "list" else cells
+        pd.testing.assert_frame_equal(classifier.predict(None, frame), expected, obj=name)
 
 
 def test_log_classifier_needs_an_active_run(logged):
@@ -276,3 +322,107 @@ def test_predict_cli_without_a_store_says_where_it_looked(folder, tmp_path, monk
         "`dvc repro` to log a model, or set MLFLOW_TRACKING_URI to the store that holds it"
     )
     assert not (tmp_path / "mlflow.db").exists()  # nothing created by looking
+
+
+# --- a real `mlflow models serve` on the champion, over HTTP -------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(logged, tmp_path_factory):
+    """One server per module, on models:/<name>@champion of the module's store."""
+    workdir = tmp_path_factory.mktemp("model-server")
+    env = {"MLFLOW_TRACKING_URI": logged.uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with ModelServer(f"models:/{MODEL_NAME}@{ALIAS}", workdir, env) as running:
+        yield running
+
+
+def predict_cli_labels(store_env, paths, capsys) -> list[str]:
+    code, out, err = run_main(
+        ["predict", "--quiet", "--model", f"models:/{MODEL_NAME}@{ALIAS}", *map(str, paths)],
+        capsys,
+    )
+    assert code == 0, err
+    return [row["label"] for row in read_csv(out)]
+
+
+@pytest.mark.slow
+def test_the_served_champion_labels_photos_as_predict_does(server, store_env, folder, capsys):
+    files = [path.read_bytes() for path in folder.good]  # PNG, JPEG, grayscale, 64x64, RGBA
+    status, body = server.invoke(photos_payload(files))
+    assert status == 200, body[:2000]
+    served = predictions(body)
+    assert [row["label"] for row in served] == predict_cli_labels(store_env, folder.good, capsys)
+    # uint8 arrays (`inputs`: nested lists) give the same answer as the same pixels as files
+    pixels = np.stack([load_image(path) for path in folder.good])
+    status, body = server.invoke({"inputs": pixels.tolist()})
+    assert status == 200, body[:2000]
+    assert [row["confidence"] for row in predictions(body)] == pytest.approx(
+        [row["confidence"] for row in served], abs=1e-6
+    )
+    # and concurrent requests (coalesced into shared model calls) each get their own answer
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        singles = list(pool.map(lambda data: server.invoke(photos_payload([data])), files))
+    assert [predictions(body)[0]["label"] for _, body in singles] == [r["label"] for r in served]
+
+
+def _json(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+def _hostile_bodies() -> dict[str, bytes]:
+    """Requests a careless or hostile client sends, built for real."""
+    one_photo = base64.b64encode(png_header_only(32, 32)).decode()
+    bomb = base64.b64encode(png_header_only(10_000, 10_000)).decode()
+    hundred_mb = 100 * 1024 * 1024
+    return {
+        "wrong shape": _json({"inputs": np.zeros((2, 28, 28, 3), np.uint8).tolist()}),
+        "wrong dtype": _json({"inputs": np.full((1, 32, 32, 3), 0.5).tolist()}),
+        "not JSON": b"this is not JSON {",
+        "broken base64": _json({"dataframe_split": {"columns": ["image"], "data": [["iVBOR!"]]}}),
+        "not a picture": _json({"dataframe_split": {"columns": ["image"], "data": [[one_photo]]}}),
+        "decompression bomb": _json({"dataframe_split": {"columns": ["image"], "data": [[bomb]]}}),
+        # one 100 MB "photo" of base64 text: a body the size of a big upload
+        "100 MB body": _json(
+            {"dataframe_split": {"columns": ["image"], "data": [["A" * hundred_mb]]}}
+        ),
+        "10,000 images": _json(
+            {"dataframe_split": {"columns": ["image"], "data": [[one_photo]] * 10_000}}
+        ),
+    }
+
+
+HOSTILE_MESSAGES = {
+    "wrong shape": "expected images of shape (N, 32, 32, 3), got shape (2, 28, 28, 3)",
+    "wrong dtype": "pixel values must be whole numbers in 0..255",
+    "not JSON": "Ensure that input is a valid JSON formatted string",
+    "broken base64": "row 0: not valid base64",
+    "not a picture": "row 0: not a picture Pillow can read",
+    "decompression bomb": "row 0: image is 10000x10000 pixels, above the cap",
+    "100 MB body": "row 0: not a picture Pillow can read",
+    "10,000 images": "10000 images in one request, at most 1024; send them in several requests",
+}
+
+
+@pytest.mark.slow
+def test_hostile_requests_get_a_4xx_with_a_message_and_the_server_stays_up(server):
+    healthy = photos_payload([_tiny_png()])
+    rss_before = server.rss_mib()
+    answers = {}
+    for case, body in _hostile_bodies().items():
+        status, answer = server.invoke(body, timeout=600)
+        answers[case] = (status, len(answer))
+        assert 400 <= status < 500, (case, status, answer[:500])
+        message = json.loads(answer)["message"]
+        assert HOSTILE_MESSAGES[case] in message, (case, message[:1000])
+        assert len(answer) < 20_000, (case, len(answer))  # the body is not echoed back
+        status, _ = server.invoke(healthy)
+        assert status == 200, case  # the next good request is answered
+    # Memory stays bounded: the 100 MB body and its decoding are not kept.
+    assert server.rss_mib() < rss_before + 1024, (rss_before, server.rss_mib(), answers)
+    assert server.alive()
+
+
+def _tiny_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()

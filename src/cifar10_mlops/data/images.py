@@ -4,6 +4,7 @@
   the PNG header before a pixel is decoded.
 - read_picture (`cifar10-mlops predict`): a regular file in any format Pillow reads, its pixel
   count capped before decoding, turned upright by its EXIF orientation, resized to 32x32.
+- decode_picture (the served model, tracking/serving.py): the same, from the file's bytes.
 
 Both convert the picture's mode with the same rules (docs/data-sources.md, "Image modes"),
 so a file gives the same pixels on both paths:
@@ -81,13 +82,23 @@ def read_picture(path: Path) -> np.ndarray:
     """A picture file for predict -> uint8 (32, 32, 3). Raises ImageRefused with the reason,
     or what Pillow raises for a file it cannot read."""
     _require_regular_file(path)
+    return _picture_array(path)
+
+
+def decode_picture(data: bytes) -> np.ndarray:
+    """An encoded picture file's bytes (PNG, JPEG, ...) -> uint8 (32, 32, 3), exactly as
+    read_picture reads the same file. Raises ImageRefused, or what Pillow raises."""
+    return _picture_array(io.BytesIO(data))
+
+
+def _picture_array(source) -> np.ndarray:
     with warnings.catch_warnings():
         # Pillow warns above 89 MP; MAX_PICTURE_PIXELS, checked below, is the stricter cap.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         # e.g. "palette images with transparency should be converted to RGBA": handled below
         warnings.simplefilter("ignore", UserWarning)
         try:
-            image = Image.open(path)
+            image = Image.open(source)
         except Image.DecompressionBombError:
             raise _too_many_pixels(None) from None
         with image:
