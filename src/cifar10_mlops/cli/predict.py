@@ -88,21 +88,37 @@ def unreadable_reason(exc: Exception) -> str:
 def predict_rows(
     classify: Classifier, images: list[Path], batch_size: int, progress: bool = False
 ) -> list[tuple[str, str, str, str]]:
-    """One CSV row per image, in order; unreadable files get their reason in `error`."""
+    """One CSV row per image, in order; unreadable files get their reason in `error`.
+
+    Batch by batch: only one batch of pictures is in memory beside the one being decoded. A
+    thread decodes the next batch while the model predicts this one (Pillow's decoders and
+    the model both release the GIL), so reading files and predicting overlap.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    rows = []
-    with tqdm(total=len(images), unit="img", file=sys.stderr, disable=not progress) as bar:
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
-            rows.extend(_predict_batch(classify, batch))
+    batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+    rows: list[tuple[str, str, str, str]] = []
+    with (
+        tqdm(total=len(images), unit="img", file=sys.stderr, disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoder,
+    ):
+        upcoming = decoder.submit(_decode_batch, batches[0]) if batches else None
+        for index, batch in enumerate(batches):
+            assert upcoming is not None
+            decoded = upcoming.result()
+            if index + 1 < len(batches):
+                upcoming = decoder.submit(_decode_batch, batches[index + 1])
+            rows.extend(_classify_batch(classify, batch, *decoded))
             bar.update(len(batch))
     return rows
 
 
-def _predict_batch(classify: Classifier, paths: list[Path]) -> list[tuple[str, str, str, str]]:
+def _decode_batch(paths: list[Path]) -> tuple[list[tuple[str, str, str, str] | None], list]:
+    """(rows with None where a picture was read, the pictures read), in input order."""
     rows: list[tuple[str, str, str, str] | None] = []
-    arrays, positions = [], []
+    arrays = []
     for path in paths:
         try:
             arrays.append(load_image(path))
@@ -111,9 +127,18 @@ def _predict_batch(classify: Classifier, paths: list[Path]) -> list[tuple[str, s
         except Exception as exc:
             rows.append((str(path), "", "", unreadable_reason(exc)))
         else:
-            positions.append(len(rows))
-            rows.append(None)  # filled in below, keeping the input order
+            rows.append(None)  # filled in by _classify_batch, keeping the input order
+    return rows, arrays
+
+
+def _classify_batch(
+    classify: Classifier,
+    paths: list[Path],
+    rows: list[tuple[str, str, str, str] | None],
+    arrays: list,
+) -> list[tuple[str, str, str, str]]:
     if arrays:
+        positions = [position for position, row in enumerate(rows) if row is None]
         labels, confidences = classify(np.stack(arrays))
         for position, label, confidence in zip(positions, labels, confidences, strict=True):
             rows[position] = (str(paths[position]), label, f"{float(confidence):.6f}", "")

@@ -84,16 +84,15 @@ def load_classifier(
 
 def _keras_classifier(path: Path, tta: bool) -> Classifier:
     from cifar10_mlops.model.build import load_model
+    from cifar10_mlops.model.inference import batch_predictor
     from cifar10_mlops.model.tta import predict_probabilities
 
-    keras_model = load_model(path)
+    # predict_on_batch in padded batches (model/inference.py): no per-call data pipeline, and
+    # a bounded number of shapes to compile under JAX.
+    model_batches = batch_predictor(load_model(path))
 
     def classify(images: np.ndarray) -> tuple[list[str], np.ndarray]:
-        probabilities = predict_probabilities(
-            lambda batch: keras_model.predict(batch, batch_size=len(batch), verbose=0),
-            images,
-            tta,
-        )
+        probabilities = predict_probabilities(model_batches, images, tta)
         return labels_from_probabilities(probabilities, str(path))
 
     return classify
