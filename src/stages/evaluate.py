@@ -1,6 +1,7 @@
 """DVC stage `evaluate`: score the model on the held-out split, write reports and plots,
 finish the pipeline's MLflow run with the final metrics, the reports and the model, and
-register the model (alias `champion` when it beats the current one; see tracking/registry.py)."""
+register the model (alias `champion` when it beats the current one; see tracking/registry.py)
+with its model card (tracking/model_card.py)."""
 
 from cifar10_mlops.core import config
 from cifar10_mlops.core.failures import report_errors
@@ -13,6 +14,7 @@ from cifar10_mlops.tracking.datasets import log_split
 from cifar10_mlops.tracking.description import write_note
 from cifar10_mlops.tracking.epoch_logger import log_kept_epoch_scores
 from cifar10_mlops.tracking.lifecycle import run_lifecycle
+from cifar10_mlops.tracking.model_card import publish_model_card
 from cifar10_mlops.tracking.runs import (
     clear_training_state,
     log_final_results,
@@ -43,6 +45,7 @@ def main() -> None:
         write_note(run_id)  # the description, now with the test metrics
         name = params.mlflow.registered_model
         registration = registry.register_run_model(run_id, name) if name else None
+        publish_model_card(config.PER_CLASS_CSV, config.CONFUSION_CSV, registration)
     clear_training_state(run_id)  # done: the next change starts a fresh run
     print(
         f"evaluate: accuracy {report.metrics['accuracy']:.4f}, macro-F1 {report.metrics['macro_f1']:.4f}"
