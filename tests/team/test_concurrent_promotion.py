@@ -79,7 +79,7 @@ def test_two_processes_promoting_at_once_leave_the_best_version_champion(stack):
 
     for number, name in enumerate(names):
         versions = registry.all_versions(client, name)
-        best = registry.best_version(versions)
+        best = registry.best_version(versions, client)
         champion = client.get_model_version_by_alias(name, "champion")
         accuracies = {v.version: v.tags["test_accuracy"] for v in versions}
         print(f"round {number} ({ROUNDS[number][0]}): {accuracies}, champion {champion.version}")
@@ -96,5 +96,5 @@ def test_two_processes_promoting_at_once_leave_the_best_version_champion(stack):
     stale_version = next(v for r, n, v, _ in outcomes if r == "stale" and n == 0)
     stale_tags = client.get_model_version(forced, stale_version).tags
     assert registry.PROMOTED_AT in stale_tags, stale_tags
-    best_forced = registry.best_version(registry.all_versions(client, forced)).version
+    best_forced = registry.best_version(registry.all_versions(client, forced), client).version
     assert stale_tags[registry.REPLACED_BY_VERSION] == best_forced

@@ -215,7 +215,7 @@ def test_three_queued_experiments_run_two_at_a_time_and_all_finish_on_postgresql
     client, _ = pipeline_run
     versions = registry.all_versions(client, MODEL_NAME)
     assert len(versions) == 1 + len(QUEUE_SEEDS)
-    best = registry.best_version(versions)
+    best = registry.best_version(versions, client)
     champion = client.get_model_version_by_alias(MODEL_NAME, "champion")
     print(
         "versions:",

@@ -5,11 +5,14 @@ registered as a new version of `mlflow.registered_model` (default `cifar10-resne
 tags (data_version, params_digest, test_accuracy, test_macro_f1, git_commit, dvc_experiment,
 train_dataset, test_dataset) and a short description.
 
-Promotion rule: the champion is the version with the highest held-out test accuracy (its
-`test_accuracy` tag), the earliest of equals; versions tagged `champion.excluded` = `true`
-(taken out by hand, e.g. a model found faulty) and versions without a readable accuracy never
-are. Registered one after another, that is the rule "a new version takes `champion` only when
-it is strictly better than the current one": a tie keeps the current champion. Accuracies are
+Promotion rule: the champion is the version with the highest held-out test accuracy, the
+earliest of equals. The accuracy is the `test_accuracy` metric of the version's own run, never
+its `test_accuracy` tag (a copy for people: anyone can edit a tag, and `inf` or `nan` there
+decided the champion); only a finite value in [0, 1] competes. Versions tagged
+`champion.excluded` (`true`, `yes` or `1`, any case: taken out by hand, e.g. a model found
+faulty) and versions without such an accuracy never are. Registered one after another, that
+is the rule "a new version takes `champion` only when it is strictly better than the current
+one": a tie keeps the current champion. Accuracies are
 compared as logged; they are only meaningful against each other when measured on the same test
 set (compare the `data_version` tags).
 
@@ -26,8 +29,8 @@ tests/team/test_concurrent_promotion.py runs two processes against a server on P
 Audit trail, as model-version tags: the version that takes the alias gets
 champion.promoted_at (UTC), champion.replaced_version (the version it took the alias from, as
 read just before, or `none`), champion.promoted_by (user@host, pid) and champion.git_commit
-(of the code that decided); the version that lost it gets champion.replaced_at and
-champion.replaced_by_version.
+(of the code that decided) and champion.accuracy (the run metric it was chosen by); the
+version that lost it gets champion.replaced_at and champion.replaced_by_version.
 
 Users load the champion with `mlflow.pyfunc.load_model("models:/<name>@champion")`; every
 version stays loadable as `models:/<name>/<version>`.
@@ -38,6 +41,7 @@ from __future__ import annotations
 import datetime
 import functools
 import getpass
+import math
 import os
 import socket
 from dataclasses import dataclass
@@ -58,7 +62,9 @@ PROMOTED_BY = "champion.promoted_by"
 PROMOTED_GIT_COMMIT = "champion.git_commit"
 REPLACED_AT = "champion.replaced_at"
 REPLACED_BY_VERSION = "champion.replaced_by_version"
+PROMOTED_ACCURACY = "champion.accuracy"
 EXCLUDED = "champion.excluded"
+EXCLUDED_VALUES = {"true", "yes", "1"}
 # Each round either finds the alias on the best version or moves it there; rounds repeat only
 # while other evaluates write between a read and a write.
 MAX_ROUNDS = 50
@@ -178,11 +184,23 @@ def _alias_holder(mlflow_client, name: str) -> str | None:
     return None if version is None else str(version)
 
 
-def _tag_accuracy(version) -> float | None:
-    try:
-        return float(version.tags["test_accuracy"])
-    except (KeyError, TypeError, ValueError):
+def run_accuracy(mlflow_client, version) -> float | None:
+    """The test_accuracy metric of the version's run when it is a finite value in [0, 1]."""
+    from mlflow.exceptions import MlflowException
+
+    if not version.run_id:
         return None
+    try:
+        value = mlflow_client.get_run(version.run_id).data.metrics.get("test_accuracy")
+    except MlflowException:  # the run was deleted, or is not readable
+        return None
+    if value is None or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        return None
+    return float(value)
+
+
+def _excluded(version) -> bool:
+    return str(version.tags.get(EXCLUDED, "")).strip().lower() in EXCLUDED_VALUES
 
 
 def all_versions(mlflow_client, name: str) -> list:
@@ -196,13 +214,13 @@ def all_versions(mlflow_client, name: str) -> list:
             return versions
 
 
-def best_version(versions):
-    """The highest test accuracy, the earliest of equals; None when no version can compete."""
+def best_version(versions, mlflow_client):
+    """The highest test accuracy (of each version's run), the earliest of equals; None when no
+    version can compete."""
     candidates = [
         (accuracy, -int(version.version), version)
         for version in versions
-        if (accuracy := _tag_accuracy(version)) is not None
-        and str(version.tags.get(EXCLUDED, "")).lower() != "true"
+        if not _excluded(version) and (accuracy := run_accuracy(mlflow_client, version)) is not None
     ]
     return max(candidates, key=lambda c: c[:2])[2] if candidates else None
 
@@ -233,13 +251,16 @@ def _upsert(write) -> None:
                 raise
 
 
-def _record_promotion(mlflow_client, name: str, version: str, replaced: str | None) -> None:
+def _record_promotion(
+    mlflow_client, name: str, version: str, replaced: str | None, accuracy: float | None
+) -> None:
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     audit = {
         PROMOTED_AT: now,
         REPLACED_VERSION: replaced or "none",
         PROMOTED_BY: promoter(),
         PROMOTED_GIT_COMMIT: git_commit(config.ROOT),
+        PROMOTED_ACCURACY: repr(accuracy),
     }
     tags = [(version, key, value) for key, value in audit.items()]
     if replaced is not None and replaced != version:
@@ -256,7 +277,7 @@ def settle_champion(mlflow_client, name: str) -> tuple[str | None, str | None]:
     docstring for why this ends on the best version under any interleaving."""
     before = None
     for round_number in range(MAX_ROUNDS):
-        best = best_version(all_versions(mlflow_client, name))
+        best = best_version(all_versions(mlflow_client, name), mlflow_client)
         holder = _alias_holder(mlflow_client, name)
         if round_number == 0:
             before = holder
@@ -267,7 +288,8 @@ def settle_champion(mlflow_client, name: str) -> tuple[str | None, str | None]:
                 mlflow_client.set_registered_model_alias, name, CHAMPION, best.version
             )
         )
-        _record_promotion(mlflow_client, name, str(best.version), holder)
+        accuracy = run_accuracy(mlflow_client, best)
+        _record_promotion(mlflow_client, name, str(best.version), holder, accuracy)
     raise PipelineError(
         f"registry: the `{CHAMPION}` alias of {name} did not settle in {MAX_ROUNDS} rounds "
         "(other evaluates kept moving it); run evaluate again"
@@ -288,5 +310,7 @@ def _promote(mlflow_client, name: str, version: str, accuracy: float) -> Registr
         accuracy=accuracy,
         champion=holder == version,
         previous_champion=previous,
-        previous_accuracy=None if previous_version is None else _tag_accuracy(previous_version),
+        previous_accuracy=(
+            None if previous_version is None else run_accuracy(mlflow_client, previous_version)
+        ),
     )
