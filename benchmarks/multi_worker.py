@@ -1,14 +1,16 @@
-"""Multi-worker training throughput: N tasks on 127.0.0.1 against one process, same global batch.
+"""Multi-worker training throughput: N processes on 127.0.0.1 against one, same global batch.
 
 Usage:  python benchmarks/multi_worker.py [--workers 2] [--images 2048] [--epochs 3]
                                           [--batch-size 128] [--depth 20] [--width 16]
 
 Each configuration trains the same compact ResNet (train_model with the given backbone) on the
-same seeded uint8 images: first one process (`train.distribution: none`), then --workers
-processes under TF_CONFIG (`multi_worker`), each a fresh child. Throughput is images per second
+same seeded uint8 images on the JAX backend: first one process (`train.distribution: none`),
+then --workers processes (`multi_worker`: jax.distributed + keras.distribution.DataParallel,
+the cluster in JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID), each a fresh
+child. Throughput is images per second
 in steady state (the fastest epoch after the first), as the chief sees it; the ratio is what to
 read. On a machine with fewer cores than workers x TensorFlow's threads, no speed-up is
-expected: the tasks share the cores and add the all-reduce of every step (the point of running
+expected: the processes share the cores and add the all-reduce of every step (the point of running
 it here is that the figure is honest, not fast).
 """
 
@@ -39,7 +41,8 @@ settings = json.loads(sys.argv[1])
 raw = {"model": {"backbone": "cifar_resnet",
                  "cifar_resnet": {"depth": settings["depth"], "width": settings["width"]}},
        "train": {"epochs": settings["epochs"], "batch_size": settings["batch_size"],
-                 "validation_split": 0.0, "distribution": settings["distribution"]}}
+                 "validation_split": 0.0, "distribution": settings["distribution"],
+                 "backend": "jax"}}
 params = parse_params(raw, Path("benchmark"))
 rng = np.random.default_rng(0)
 count = settings["images"]
@@ -67,18 +70,17 @@ def free_ports(count: int) -> list[int]:
 
 
 def run_tasks(settings: dict, workers: int) -> dict:
-    """Start the tasks (one without TF_CONFIG when workers == 0) and return the chief's result."""
+    """Start the processes (one, outside any cluster, when workers == 0); the chief's result."""
     here = str(Path(__file__).resolve().parent)
     ports = free_ports(max(workers, 1))
     processes = []
     for index in range(max(workers, 1)):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="jax")
         task_settings = dict(settings, distribution="multi_worker" if workers else "none")
         if workers:
-            cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-            env["TF_CONFIG"] = json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            )
+            env["JAX_COORDINATOR_ADDRESS"] = f"127.0.0.1:{ports[0]}"
+            env["JAX_NUM_PROCESSES"] = str(workers)
+            env["JAX_PROCESS_ID"] = str(index)
         log = tempfile.TemporaryFile()
         command = [sys.executable, "-c", TASK, json.dumps(task_settings), here]
         processes.append(
