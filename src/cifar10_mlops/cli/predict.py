@@ -15,7 +15,13 @@ the reason.
 
 One row per file, in the order found. A file that cannot be read gets a row with an empty
 label and confidence and a one-line reason in `error`, and the others are still predicted;
-the run fails (exit 2, nothing written) only when no image at all could be predicted.
+the run fails (exit 2, nothing written) when no image at all could be predicted, or when the
+model gives a confidence that is not a finite number (NaN weights), as evaluate refuses them.
+
+The CSV is UTF-8 and safe to open in a spreadsheet: a cell starting with = + - @ or a tab or
+carriage return (which a spreadsheet runs as a formula) gets a leading `'`; a file name whose
+bytes are not UTF-8 keeps them as \\xNN escapes, and a carriage return in one is written \\r
+(docs/predict.md).
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 # The first three columns are the documented contract (docs/predict.md); `error` is empty for
 # predicted rows.
 HEADER = ("path", "label", "confidence", "error")
+# What a spreadsheet takes for the start of a formula (OWASP's list for CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 DEFAULT_BATCH_SIZE = 256
 
 # --- finding and reading pictures -------------------------------------------------------
@@ -140,6 +148,15 @@ def _classify_batch(
     if arrays:
         positions = [position for position, row in enumerate(rows) if row is None]
         labels, confidences = classify(np.stack(arrays))
+        confidences = np.asarray(confidences, dtype=np.float64)
+        finite = np.isfinite(confidences)
+        if not finite.all():  # NaN weights print `airplane,nan` rows as if all were well
+            first = positions[int(np.argmin(finite))]
+            raise PipelineError(
+                f"{paths[first]}: the model's confidence is not a finite number "
+                f"({confidences[np.argmin(finite)]}): its weights are broken (did training "
+                "diverge?); retrain it or use another model. Nothing was written"
+            )
         for position, label, confidence in zip(positions, labels, confidences, strict=True):
             rows[position] = (str(paths[position]), label, f"{float(confidence):.6f}", "")
     return cast(list[tuple[str, str, str, str]], rows)  # every None was filled in
@@ -189,7 +206,7 @@ def _write_csv(rows: list[tuple[str, str, str, str]], output: Path | None) -> No
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(HEADER)
-    writer.writerows(rows)
+    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
     if output is None:
         sys.stdout.write(buffer.getvalue())
     else:
@@ -202,6 +219,20 @@ def _write_csv(rows: list[tuple[str, str, str, str]], output: Path | None) -> No
                 f"--output {output}: could not be written ({exc.strerror or exc}); give a "
                 "writable file path"
             ) from None
+
+
+def csv_cell(text: str) -> str:
+    """A cell every name survives into and no spreadsheet runs: bytes of a file name that are
+    not UTF-8 (Python's surrogate escapes) become \\xNN, a formula start gets a `'`, and a
+    carriage return is written \\r."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = "'" + text if text.startswith(FORMULA_STARTS) else text
+    # The csv module quotes a field for "\n" (the line end here) but not for a lone "\r",
+    # which readers take for a line end.
+    return text.replace("\r", "\\r")
 
 
 def _summary(predicted: int, failed: int) -> str:
