@@ -37,9 +37,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _IHDR = struct.Struct(">8sI4sII")
 # The signature and the IHDR chunk: fewer bytes than this cannot be a PNG.
 MIN_PNG_BYTES = 33
-# predict decodes at most this many pixels (~120 MB as RGB, a 40-megapixel photo); checked
-# on the header, after a JPEG's reduced-scale draft. Pillow's own check only warns at 89 MP.
-MAX_PICTURE_PIXELS = 40_000_000
+# predict's cap on a picture, sized by the memory its decoding takes: decoding, the EXIF turn,
+# the RGB conversion and the resize each hold a copy, measured at 18 bytes a pixel (8-bit RGB
+# PNG) to 21 (16-bit grayscale), not the 3 of the RGB pixels alone (the old 40 MP cap took
+# ~730 MiB). 512 MiB at 24 bytes a pixel: about 22 megapixels, checked on the header, after a
+# JPEG's reduced-scale draft (a 12 MP phone JPEG decodes at 1/8 scale). Pillow's own check
+# only warns at 89 MP. tests/data/test_picture_memory.py measures it.
+MAX_DECODE_BYTES = 512 * 2**20
+PEAK_BYTES_PER_PIXEL = 24
+MAX_PICTURE_PIXELS = MAX_DECODE_BYTES // PEAK_BYTES_PER_PIXEL
 _MODES = ("RGB", "RGBA", "L", "LA", "1", "P", "PA", "CMYK", "YCbCr")
 
 
