@@ -73,7 +73,11 @@ class MlflowProcess:
             record = process_record(self.process, self.log)
             try:
                 wait_until(
-                    lambda: http_ok(f"{self.url}/health"), self.name, record, self.startup_timeout_s
+                    lambda: http_ok(f"{self.url}/health"),
+                    self.name,
+                    record,
+                    self.startup_timeout_s,
+                    port=port,  # answered by this server, not by a process that took the port
                 )
                 return self.url
             except StackError:

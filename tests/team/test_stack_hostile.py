@@ -81,10 +81,17 @@ def test_a_copied_stack_uses_its_own_copied_cluster(tmp_path):
     original = _fake_stack(tmp_path / "original")
     copy = tmp_path / "copy"
     shutil.copytree(original, copy, symlinks=True)
-    state = team_stack._own_state(copy)
+    state = team_stack.own_state(copy)
     assert state["pg_root"] == str(copy / "postgres")
     assert state["postgres_data"] == str(copy / "postgres" / "data")
     assert state["processes"] == {}  # the original's servers are not the copy's to stop
+    status = subprocess.run(
+        [str(VENV_BIN / "cifar10-mlops"), "team-stack", "status", "--dir", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 1 and status.stdout.count(": down") == 3
 
 
 def test_a_lost_cluster_is_an_error_not_a_new_empty_database(tmp_path, monkeypatch, capsys):

@@ -8,8 +8,15 @@ from pathlib import Path
 
 from cifar10_mlops.core.failures import report_errors
 from cifar10_mlops.team_stack.errors import StackError
-from cifar10_mlops.team_stack.stack import DEFAULT_DIR, down, export_lines, health, say, up
-from cifar10_mlops.team_stack.state import load_state
+from cifar10_mlops.team_stack.stack import (
+    DEFAULT_DIR,
+    down,
+    export_lines,
+    health,
+    own_state,
+    say,
+    up,
+)
 
 DESCRIPTION = "PostgreSQL, an S3 server (SeaweedFS) and an MLflow server on 127.0.0.1."
 
@@ -29,12 +36,12 @@ def run(args: argparse.Namespace) -> int:
         say('export these in your shell (eval "$(cifar10-mlops team-stack env)"):')
         sys.stdout.write(export_lines(state))
     elif args.action == "env":
-        state = load_state(directory.resolve())
+        state = own_state(directory.resolve())  # a copy's own, not the original's
         if not state.get("processes"):
             raise StackError(f"no stack running from {directory}; start it: make team-stack")
         sys.stdout.write(export_lines(state))
     elif args.action == "status":
-        state = load_state(directory.resolve())
+        state = own_state(directory.resolve())  # a copy's own, not the original's
         answers = health(state) if state.get("processes") else {}
         for name in ("postgres", "seaweedfs", "mlflow"):
             print(f"{name}: {'up' if answers.get(name) else 'down'}")

@@ -93,7 +93,7 @@ def up(directory: Path) -> dict[str, Any]:
     logs = directory / "logs"
     logs.mkdir(mode=0o700, exist_ok=True)
     logs.chmod(0o700)  # as root the stack directory is 711: the logs stay the owner's
-    state = _own_state(directory)
+    state = own_state(directory)
     postgres.check_cluster_kept(state, state_path(directory))
     if state.get("processes") and all(health(state).values()):
         say(f"already running ({directory})")
@@ -156,7 +156,7 @@ def _stop_all(state: dict[str, Any]) -> list[str]:
     return stopped
 
 
-def _own_state(directory: Path) -> dict[str, Any]:
+def own_state(directory: Path) -> dict[str, Any]:
     """stack.json, with what belongs to another directory's stack left out.
 
     A copied stack directory (`cp -a`) holds the original's stack.json: its absolute paths
@@ -217,7 +217,7 @@ def down(directory: Path, purge: bool = False) -> list[str]:
             f"{directory} holds no team stack ({STATE_FILE} missing); nothing deleted. "
             "Give --dir the directory `up` was given"
         )
-    state = _own_state(directory)
+    state = own_state(directory)
     stopped = _stop_all(state) if state else []
     if purge:
         pg_root = state.get("pg_root")
