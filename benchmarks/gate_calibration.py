@@ -6,7 +6,7 @@ Usage:
 
 Writes the committed embedded dataset (params.yaml's data.synthetic count and seed) to a
 temporary directory, splits it as the preprocess stage does, and trains and scores the
-committed params in one process (cifar10_mlops.training.trial, the stages' own functions):
+committed params in one process (cifar10_mlops.harness.trial, the stages' own functions):
 
 - clean: train.seed = the committed seed and each of --seeds;
 - broken on purpose, with the committed seed, one fault each:
@@ -78,7 +78,7 @@ def main() -> None:
 
 
 def _run(name, params, train, test, log: Path | None) -> dict:
-    from cifar10_mlops.training.trial import run_trial
+    from cifar10_mlops.harness.trial import run_trial
 
     trial = run_trial(params, train, test)
     result = {

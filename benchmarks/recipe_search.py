@@ -58,7 +58,7 @@ def main() -> None:
 def score(raw_params: dict, data_dir: Path, verbose: int) -> dict:
     from cifar10_mlops.core.params import parse_params
     from cifar10_mlops.data.raw_layout import load_split
-    from cifar10_mlops.training.trial import run_trial
+    from cifar10_mlops.harness.trial import run_trial
 
     params = parse_params(raw_params, REPO / "params.yaml")
     train, test = load_split(data_dir, params.split)

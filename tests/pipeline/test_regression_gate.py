@@ -1,7 +1,7 @@
 """The CI gate (.ci/baseline.json) passes the committed recipe and trips on broken pipelines.
 
 Live: the committed params train once here, on the committed embedded images split as the
-preprocess stage splits them (cifar10_mlops.training.trial: the stages' own train and score
+preprocess stage splits them (cifar10_mlops.harness.trial: the stages' own train and score
 functions). That fresh run must pass the committed baseline, as must the committed
 reports/metrics.json (which CI's pipeline step reproduces with `make repro` and gates again).
 Then the pipeline is broken on purpose, one fault at a time, around that trained model, and
@@ -74,7 +74,7 @@ def committed_trial(tmp_path_factory):
     from cifar10_mlops.core.params import parse_params
     from cifar10_mlops.data.raw_layout import load_split
     from cifar10_mlops.data.synthetic import write_kaggle_layout
-    from cifar10_mlops.training.trial import run_trial
+    from cifar10_mlops.harness.trial import run_trial
 
     params = parse_params(yaml.safe_load(COMMITTED_PARAMS.read_text()), COMMITTED_PARAMS)
     data_dir = tmp_path_factory.mktemp("embedded")
@@ -116,7 +116,7 @@ def test_a_fresh_run_of_the_committed_recipe_passes(committed_trial, tmp_path):
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_broken_pipeline_trips_the_gate(committed_trial, fault, tmp_path):
-    from cifar10_mlops.training.trial import score
+    from cifar10_mlops.harness.trial import score
 
     params, trial, test = committed_trial
     model, broken_test = FAULTS[fault](trial.model, test, params)

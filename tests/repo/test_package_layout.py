@@ -1,5 +1,6 @@
-"""The package's house rules: no import cycles, library code imports no tracker, and the light
-commands (registry, presets, gate) start without TensorFlow."""
+"""The package's house rules: no import cycles, library code imports no tracker, training and
+evaluation do not import each other, and the light commands (registry, presets, gate) start
+without TensorFlow."""
 
 from __future__ import annotations
 
@@ -74,6 +75,19 @@ def test_library_code_imports_no_tracker(folder):
         for path in (PACKAGE_DIR / folder).rglob("*.py")
     }
     assert not {path: names for path, names in offenders.items() if names}
+
+
+@pytest.mark.parametrize(
+    ("folder", "other"), [("training", "evaluation"), ("evaluation", "training")]
+)
+def test_training_and_evaluation_do_not_import_each_other(folder, other):
+    # Siblings over model/: a harness that runs both (harness/trial.py) sits above them.
+    offenders = sorted(
+        str(path.relative_to(PACKAGE_DIR))
+        for path in (PACKAGE_DIR / folder).rglob("*.py")
+        if any(name.startswith(f"cifar10_mlops.{other}") for name in imported_modules(path))
+    )
+    assert not offenders
 
 
 @pytest.mark.parametrize(
