@@ -34,6 +34,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -218,29 +219,50 @@ def warn_if_public(cluster: Cluster) -> None:
         )
 
 
+# JAX's own join timeout is fatal (its client aborts the process with a C++ stack trace), so
+# the join runs in a thread with a longer one, and this process gives up first, with one line.
+JAX_JOIN_GRACE_S = 60
+
+
 def connect(cluster: Cluster, timeout_s: int) -> None:
     """Join the cluster: returns once every process has joined, or fails with one line after
-    `timeout_s`. A process that stops answering for `timeout_s` later makes the others fail
-    (see `cluster_errors`), not hang."""
+    `timeout_s`. A process that dies later makes the others fail (see `cluster_errors`), not
+    hang."""
     import jax
 
     warn_if_public(cluster)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     host, port = cluster.coordinator.rsplit(":", 1)
+    outcome: list[BaseException | None] = []
+
+    def join() -> None:
+        try:
+            bind_host = socket.gethostbyname(host.strip("[]")) if cluster.is_chief else host
+            jax.distributed.initialize(
+                coordinator_address=cluster.coordinator,
+                num_processes=cluster.size,
+                process_id=cluster.rank,
+                initialization_timeout=timeout_s + JAX_JOIN_GRACE_S,
+                heartbeat_timeout_seconds=timeout_s,
+                shutdown_timeout_seconds=timeout_s,
+                # JAX's default is every interface: only the address the cluster names.
+                coordinator_bind_address=f"{bind_host}:{port}",
+            )
+            outcome.append(None)
+        except BaseException as error:  # handed to the main thread
+            outcome.append(error)
+
+    _skip_jax_shutdown_if_the_cluster_broke()
+    joining = threading.Thread(target=join, name="jax-distributed-join", daemon=True)
+    joining.start()
+    joining.join(timeout_s)
+    if not outcome:  # still waiting for a process that never came
+        raise _cluster_error(TimeoutError("no answer"), cluster, timeout_s, joining=True)
+    if outcome[0] is not None:
+        raise _cluster_error(outcome[0], cluster, timeout_s, joining=True)
     try:
-        bind_host = socket.gethostbyname(host.strip("[]")) if cluster.is_chief else host
-        jax.distributed.initialize(
-            coordinator_address=cluster.coordinator,
-            num_processes=cluster.size,
-            process_id=cluster.rank,
-            initialization_timeout=timeout_s,
-            heartbeat_timeout_seconds=timeout_s,
-            shutdown_timeout_seconds=timeout_s,
-            coordinator_bind_address=f"{bind_host}:{port}",  # JAX's default is every interface
-        )
-        _skip_jax_shutdown_if_the_cluster_broke()
         jax.devices()  # the collectives connect here: a missing peer fails now, not mid-fit
-    except (RuntimeError, ValueError, OSError) as error:
+    except (RuntimeError, ValueError) as error:
         raise _cluster_error(error, cluster, timeout_s, joining=True) from None
 
 
