@@ -41,13 +41,14 @@ PHOTOS = 64  # distinct photos the clients cycle through
 def untrained_main_job_model(folder: Path, tta: bool) -> str:
     """The main job's model (params.yaml's model section), untrained, as a pyfunc directory."""
     from cifar10_mlops.core.config import CLASS_NAMES
-    from cifar10_mlops.core.params import load_params
+    from cifar10_mlops.core.params import ModelParams, read_params_yaml
     from cifar10_mlops.model.build import build_model
     from cifar10_mlops.tracking.serving import save_classifier
 
-    params = load_params(REPO / "params.yaml")
+    # Only the model section: an older checkout (a before/after run) knows fewer keys.
+    model_params = ModelParams.model_validate(read_params_yaml(REPO / "params.yaml")["model"])
     keras_file = folder / "model.keras"
-    build_model(params.model, len(CLASS_NAMES)).save(keras_file)
+    build_model(model_params, len(CLASS_NAMES)).save(keras_file)
     return str(save_classifier(keras_file, folder / "pyfunc", tta=tta))
 
 
