@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import mlflow
-
 from cifar10_mlops.tracking import epoch_logger
+from cifar10_mlops.tracking.store import configured_mlflow
 
 # Keras' CSVLogger without validation data (train.validation_split: 0, the real-photos preset):
 # it still writes val_* columns, every cell "NA".
@@ -16,7 +15,7 @@ HISTORY_WITHOUT_VALIDATION = (
 def test_an_unlogged_epoch_without_validation_is_caught_up(store, tmp_path):
     history = tmp_path / "history.csv"
     history.write_text(HISTORY_WITHOUT_VALIDATION)
-    with mlflow.start_run() as run:
+    with configured_mlflow().start_run() as run:  # the store's URI, whatever ran before
         # Epoch 0 was logged; the kill came after epoch 1's backup, before its logging.
         epoch_logger.EpochMetricsLogger().on_epoch_end(0, {"accuracy": 0.25, "loss": 2.0})
         assert epoch_logger.log_missing_epochs(history) == [1]

@@ -19,7 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from cifar10_mlops.core.params import Params
-from cifar10_mlops.tracking import epoch_logger, lifecycle, owners, runs
+from cifar10_mlops.tracking import epoch_logger, lifecycle, owners, run_opening
 
 DATA_VERSION = "sha256:00000000000000aa"
 
@@ -27,12 +27,12 @@ CHILD = f"""
 import sys, time
 from pathlib import Path
 from cifar10_mlops.core.params import Params
-from cifar10_mlops.tracking import epoch_logger, lifecycle, owners, runs
+from cifar10_mlops.tracking import epoch_logger, lifecycle, owners, run_opening
 
 mode, workdir, epochs = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 params = Params.model_validate({{"train": {{"epochs": epochs}}}})
 with lifecycle.run_lifecycle():
-    run_id = runs.start_pipeline_run(
+    run_id = run_opening.start_pipeline_run(
         params, "{DATA_VERSION}", workdir / "run.json", workdir / "state.json")
     epoch_logger.EpochMetricsLogger().on_epoch_end(0, {{"loss": 2.0}})
     print(run_id, flush=True)
@@ -91,7 +91,7 @@ def _default_sigint() -> None:
 
 def start(workdir: Path, epochs: int = 2) -> str:
     params = Params.model_validate({"train": {"epochs": epochs}})
-    return runs.start_pipeline_run(
+    return run_opening.start_pipeline_run(
         params, DATA_VERSION, workdir / "run.json", workdir / "state.json"
     )
 
@@ -104,7 +104,7 @@ def test_an_exception_marks_the_run_failed_and_a_retry_continues_it(store, tmp_p
     assert run.info.status == "FAILED"
     assert run.data.tags[owners.PID_TAG] == str(child.process.pid)
     assert run.data.tags[owners.HOST_TAG] == socket.gethostname()
-    assert run.data.tags[runs.ATTEMPTS_TAG] == "1"
+    assert run.data.tags[run_opening.ATTEMPTS_TAG] == "1"
 
     # The same params and data version again: the same run, attempt 2, owned by this process.
     assert start(tmp_path) == child.run_id
@@ -114,11 +114,11 @@ def test_an_exception_marks_the_run_failed_and_a_retry_continues_it(store, tmp_p
     )
     run = store.get_run(child.run_id)
     assert run.info.status == "RUNNING"
-    assert run.data.tags[runs.ATTEMPTS_TAG] == "2"
+    assert run.data.tags[run_opening.ATTEMPTS_TAG] == "2"
     assert run.data.tags[owners.PID_TAG] == str(os.getpid())
     # A fit resumed at epoch 1 continues the series: steps are epochs, nothing overlaps.
     epoch_logger.EpochMetricsLogger().on_epoch_end(1, {"loss": 1.5})
-    runs.end_run()
+    run_opening.end_run()
     assert [(m.step, m.value) for m in store.get_metric_history(child.run_id, "loss")] == [
         (0, 2.0),
         (1, 1.5),
@@ -148,7 +148,7 @@ def test_a_sigkilled_run_is_marked_killed_when_the_next_pipeline_run_starts(stor
     assert orphan.data.tags[owners.PID_TAG] == str(child.process.pid)  # now a dead pid
 
     new_run_id = start(tmp_path, epochs=3)  # another training: a new run
-    runs.end_run()
+    run_opening.end_run()
 
     orphan = store.get_run(child.run_id)
     assert new_run_id != child.run_id
@@ -164,9 +164,9 @@ def test_a_retry_after_sigkill_continues_the_same_run(store, tmp_path):
     child.stop(signal.SIGKILL)
 
     assert start(tmp_path) == child.run_id
-    runs.end_run()
+    run_opening.end_run()
     run = store.get_run(child.run_id)
-    assert run.data.tags[runs.ATTEMPTS_TAG] == "2"
+    assert run.data.tags[run_opening.ATTEMPTS_TAG] == "2"
     assert owners.KILLED_REASON_TAG in run.data.tags  # what happened to attempt 1
     assert run.info.status == "FINISHED"
 
@@ -178,33 +178,33 @@ def test_different_params_after_a_failure_start_a_new_run(store, tmp_path):
     assert store.get_run(failed).info.status == "FAILED"
 
     assert start(tmp_path, epochs=3) != failed
-    runs.end_run()
+    run_opening.end_run()
     assert store.get_run(failed).info.status == "FAILED"
 
 
 def test_a_finished_run_is_never_reopened(store, tmp_path):
     first = start(tmp_path)
-    runs.end_run()  # train finished; evaluate never ran, so the state file is still there
+    run_opening.end_run()  # train finished; evaluate never ran, so the state file is still there
     assert (tmp_path / "state.json").is_file()
     second = start(tmp_path)
-    runs.end_run()
+    run_opening.end_run()
     assert second != first
 
 
 def test_a_finished_pipeline_clears_the_training_state(store, tmp_path):
     run_id = start(tmp_path)
-    runs.end_run()
-    runs.clear_training_state("some-other-run", tmp_path / "state.json")
+    run_opening.end_run()
+    run_opening.clear_training_state("some-other-run", tmp_path / "state.json")
     assert (tmp_path / "state.json").is_file()  # names another run: left alone
-    runs.clear_training_state(run_id, tmp_path / "state.json")
+    run_opening.clear_training_state(run_id, tmp_path / "state.json")
     assert not (tmp_path / "state.json").exists()
 
 
 def test_evaluate_takes_over_the_run(store, tmp_path):
     run_id = start(tmp_path)
-    runs.end_run()
+    run_opening.end_run()
     with lifecycle.run_lifecycle():
-        runs.resume_run(run_id)
+        run_opening.resume_run(run_id)
     run = store.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags[owners.PID_TAG] == str(os.getpid())

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from cifar10_mlops.core import config
 from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.core.params import Params, parse_params
-from cifar10_mlops.tracking import registry, runs
+from cifar10_mlops.tracking import final_results, registry, run_opening
 from tests.helpers.models import tiny_keras_model_file
 
 NAME = "cifar10-test-model"
@@ -35,14 +35,16 @@ def store(tmp_path, monkeypatch):
 def evaluated_run(tmp_path, accuracy: float, seed: int) -> str:
     """A pipeline run as train + evaluate leave it: params, tags, test metrics, the model."""
     params = Params.model_validate({"train": {"seed": seed}})  # a different training each time
-    run_id = runs.start_pipeline_run(params, "sha256:00000000000000aa", tmp_path / "run.json")
-    runs.log_final_results(
+    run_id = run_opening.start_pipeline_run(
+        params, "sha256:00000000000000aa", tmp_path / "run.json"
+    )
+    final_results.log_final_results(
         {"accuracy": accuracy, "macro_f1": accuracy - 0.1, "n_test": 40},
         [],
         tiny_keras_model_file(tmp_path / f"model{seed}.keras", seed),
         np.zeros((2, 32, 32, 3), np.uint8),
     )
-    runs.end_run()
+    run_opening.end_run()
     return run_id
 
 
@@ -79,7 +81,7 @@ def test_version_tags_description_and_loading_the_champion(store, tmp_path):
     assert version.tags["test_accuracy"] == "0.625"
     assert version.tags["test_macro_f1"] == "0.525"
     assert version.tags["data_version"] == "sha256:00000000000000aa"
-    assert version.tags["params_digest"] == run.data.tags[runs.DIGEST_TAG]
+    assert version.tags["params_digest"] == run.data.tags[run_opening.DIGEST_TAG]
     assert version.tags["git_commit"] == run.data.tags["mlflow.source.git.commit"]
     assert version.tags["dvc_experiment"] == "exp-registry"
     lines = version.description.splitlines()
@@ -97,8 +99,8 @@ def test_version_tags_description_and_loading_the_champion(store, tmp_path):
 
 
 def test_a_run_without_test_accuracy_is_refused(store, tmp_path):
-    run_id = runs.start_pipeline_run(Params(), "sha256:0", tmp_path / "run.json")
-    runs.end_run()
+    run_id = run_opening.start_pipeline_run(Params(), "sha256:0", tmp_path / "run.json")
+    run_opening.end_run()
     with pytest.raises(PipelineError, match="has no test_accuracy"):
         registry.register_run_model(run_id, NAME)
 

@@ -12,7 +12,7 @@ from mlflow.tracking import fluent
 
 from cifar10_mlops.core.params import Params
 from cifar10_mlops.data.arrays import LabelledImages
-from cifar10_mlops.tracking import naming, runs
+from cifar10_mlops.tracking import final_results, kept_epoch, naming, run_opening
 from cifar10_mlops.tracking.datasets import TRAINING, logged_input
 from cifar10_mlops.tracking.description import NOTE_TAG
 
@@ -38,10 +38,10 @@ def params(**train) -> Params:
 
 
 def test_a_run_without_a_dvc_experiment_is_named_by_what_it_trains(store, tmp_path):
-    run_id = runs.start_pipeline_run(
+    run_id = run_opening.start_pipeline_run(
         params(), VERSION, tmp_path / "run.json", train_data=images(30)
     )
-    runs.end_run()
+    run_opening.end_run()
     assert store.get_run(run_id).info.run_name == "vgg16-7ep-synthetic-30"
 
 
@@ -49,29 +49,33 @@ def test_a_dvc_experiment_gives_its_name_and_names_stay_unique(store, tmp_path, 
     monkeypatch.setenv("DVC_EXP_NAME", "lr-0.01")
     names = []
     for seed in (1, 2, 3):  # three different trainings under the same experiment name
-        run_id = runs.start_pipeline_run(params(seed=seed), VERSION, tmp_path / "run.json")
-        runs.end_run()
+        run_id = run_opening.start_pipeline_run(params(seed=seed), VERSION, tmp_path / "run.json")
+        run_opening.end_run()
         names.append(store.get_run(run_id).info.run_name)
     assert names == ["lr-0.01", "lr-0.01-2", "lr-0.01-3"]
 
 
 def test_a_resumed_attempt_keeps_its_run_and_name(store, tmp_path):
-    first = runs.start_pipeline_run(params(), VERSION, tmp_path / "run.json", train_data=images(30))
-    runs.end_run("KILLED")  # the attempt was stopped; the next train reopens the same run
-    again = runs.start_pipeline_run(params(), VERSION, tmp_path / "run.json", train_data=images(30))
-    runs.end_run()
+    first = run_opening.start_pipeline_run(
+        params(), VERSION, tmp_path / "run.json", train_data=images(30)
+    )
+    run_opening.end_run("KILLED")  # the attempt was stopped; the next train reopens the same run
+    again = run_opening.start_pipeline_run(
+        params(), VERSION, tmp_path / "run.json", train_data=images(30)
+    )
+    run_opening.end_run()
     assert again == first
     run = store.get_run(first)
     assert run.info.run_name == "vgg16-7ep-synthetic-30"
-    assert run.data.tags[runs.ATTEMPTS_TAG] == "2"
+    assert run.data.tags[run_opening.ATTEMPTS_TAG] == "2"
     assert len(run.inputs.dataset_inputs) == 1  # logged again, recorded once
 
 
 def test_the_training_data_is_a_dataset_and_the_run_is_described(store, tmp_path):
-    run_id = runs.start_pipeline_run(
+    run_id = run_opening.start_pipeline_run(
         params(), VERSION, tmp_path / "run.json", train_data=images(30)
     )
-    runs.end_run()
+    run_opening.end_run()
     run = store.get_run(run_id)
     found = logged_input(run, TRAINING)
     assert (found.dataset.name, found.dataset.digest) == ("synthetic-train", VERSION)
@@ -98,8 +102,10 @@ def test_the_dataset_source_says_where_the_images_came_from(
     store, tmp_path, source, expected_type, expected_source
 ):
     chosen = Params.model_validate({"data": source})
-    run_id = runs.start_pipeline_run(chosen, VERSION, tmp_path / "run.json", train_data=images(20))
-    runs.end_run()
+    run_id = run_opening.start_pipeline_run(
+        chosen, VERSION, tmp_path / "run.json", train_data=images(20)
+    )
+    run_opening.end_run()
     dataset = logged_input(store.get_run(run_id), TRAINING).dataset
     assert dataset.source_type == expected_type
     assert expected_source in dataset.source
@@ -109,10 +115,10 @@ def test_the_dataset_source_says_where_the_images_came_from(
 @pytest.mark.parametrize("enabled", [True, False])
 def test_system_metrics_follow_the_param(store, tmp_path, enabled):
     chosen = Params.model_validate({"mlflow": {"system_metrics": enabled}})
-    run_id = runs.start_pipeline_run(chosen, VERSION, tmp_path / "run.json")
+    run_id = run_opening.start_pipeline_run(chosen, VERSION, tmp_path / "run.json")
     # MLflow keeps one monitor thread per run that logs system metrics.
     assert (run_id in fluent.run_id_to_system_metrics_monitor) is enabled
-    runs.end_run()
+    run_opening.end_run()
     assert run_id not in fluent.run_id_to_system_metrics_monitor  # stopped with the run
 
 
@@ -139,19 +145,21 @@ def test_the_system_metrics_params_are_validated(tmp_path, mlflow_params, key):
 
 def test_the_logged_model_lists_the_data_it_was_trained_and_tested_on(store, tmp_path):
     from cifar10_mlops.tracking.datasets import log_split
-    from cifar10_mlops.tracking.epoch_logger import log_kept_epoch_scores
+    from cifar10_mlops.tracking.kept_epoch import log_kept_epoch_scores
     from tests.helpers.models import tiny_keras_model_file
 
     chosen = params()
-    run_id = runs.start_pipeline_run(chosen, VERSION, tmp_path / "run.json", train_data=images(30))
-    runs.log_kept_epoch(1)
-    runs.end_run()
+    run_id = run_opening.start_pipeline_run(
+        chosen, VERSION, tmp_path / "run.json", train_data=images(30)
+    )
+    kept_epoch.log_kept_epoch(1)
+    run_opening.end_run()
     history = tmp_path / "history.csv"  # no validation: Keras' CSVLogger writes NA there
     history.write_text("epoch,accuracy,loss,val_accuracy\n0,0.2,2.0,NA\n1,0.3,1.5,NA\n")
-    with runs.resume_run(run_id):
+    with run_opening.resume_run(run_id):
         test = log_split(chosen.data, images(10), "test", VERSION)
         model = tiny_keras_model_file(tmp_path / "model.keras")
-        info = runs.log_final_results({"accuracy": 0.5}, [], model, images(2).images, test)
+        info = final_results.log_final_results({"accuracy": 0.5}, [], model, images(2).images, test)
         kept = log_kept_epoch_scores(history, info.model_id)
     assert kept == {"kept_accuracy": 0.3, "kept_loss": 1.5}
     linked = {

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from cifar10_mlops.core import config
 from cifar10_mlops.core.params import Params
-from cifar10_mlops.tracking import epoch_logger, lifecycle, registry, runs
+from cifar10_mlops.tracking import epoch_logger, final_results, lifecycle, registry, run_opening
 from tests.helpers.models import tiny_keras_model_file
 from tests.helpers.pipeline import TINY_PARAMS, deep_update, dvc, make_pipeline_repo
 from tests.helpers.tracking_server import TrackingServer
@@ -56,21 +56,23 @@ def files_holding(secrets: list[str], *roots: Path, skip: Path | None = None) ->
 def log_train_and_evaluate(tmp_path: Path, params: Params) -> str:
     """What the train and evaluate stages log, through the same calls."""
     with lifecycle.run_lifecycle():
-        run_id = runs.start_pipeline_run(params, "sha256:00000000000000aa", tmp_path / "run.json")
+        run_id = run_opening.start_pipeline_run(
+            params, "sha256:00000000000000aa", tmp_path / "run.json"
+        )
         epoch_logger.EpochMetricsLogger().on_epoch_end(0, {"loss": 2.0, "val_loss": 2.1})
     report = tmp_path / "reports" / "metrics.json"
     report.parent.mkdir(exist_ok=True)
     report.write_text('{"accuracy": 0.5}\n')
     with lifecycle.run_lifecycle():
-        runs.resume_run(run_id)
-        runs.log_final_results(
+        run_opening.resume_run(run_id)
+        final_results.log_final_results(
             {"accuracy": 0.5, "macro_f1": 0.4},
             [report],
             tiny_keras_model_file(tmp_path / "model.keras"),
             np.zeros((2, 32, 32, 3), np.uint8),
         )
         print(registry.register_run_model(run_id, "secret-check").message())
-    runs.clear_training_state(run_id)
+    run_opening.clear_training_state(run_id)
     return run_id
 
 

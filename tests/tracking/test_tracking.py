@@ -11,7 +11,14 @@ import pytest
 
 from cifar10_mlops.core import config
 from cifar10_mlops.core.params import Params
-from cifar10_mlops.tracking import epoch_logger, owners, provenance, runs, secrets
+from cifar10_mlops.tracking import (
+    epoch_logger,
+    final_results,
+    owners,
+    provenance,
+    run_opening,
+    secrets,
+)
 from cifar10_mlops.tracking import store as tracking_store
 from tests.helpers.models import tiny_keras_model_file
 
@@ -72,8 +79,8 @@ def test_a_password_in_the_tracking_uri_switches_off_mlflows_run_url_line(monkey
 
 
 def test_artifacts_live_beside_an_sqlite_store_given_by_uri(store, tmp_path):
-    run_id = runs.start_pipeline_run(Params(), "sha256:0", tmp_path / "run.json")
-    runs.end_run()
+    run_id = run_opening.start_pipeline_run(Params(), "sha256:0", tmp_path / "run.json")
+    run_opening.end_run()
     assert store.get_run(run_id).info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
 
 
@@ -106,17 +113,19 @@ def test_one_run_across_train_and_evaluate(store, tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "exp-demo")
     params = Params()
     info_path = tmp_path / "reports" / "mlflow_run.json"
-    run_id = runs.start_pipeline_run(params, "sha256:0123456789abcdef", info_path)
+    run_id = run_opening.start_pipeline_run(params, "sha256:0123456789abcdef", info_path)
     epoch_logger.EpochMetricsLogger().on_epoch_end(0, {"loss": 2.0, "val_loss": 2.1})
     epoch_logger.EpochMetricsLogger().on_epoch_end(1, {"loss": 1.5, "val_loss": 1.7})
-    runs.end_run()
-    assert json.loads(info_path.read_text())["run_id"] == runs.read_run_id(info_path) == run_id
+    run_opening.end_run()
+    assert (
+        json.loads(info_path.read_text())["run_id"] == run_opening.read_run_id(info_path) == run_id
+    )
 
     model = tiny_keras_model_file(tmp_path / "model.keras")
     report = tmp_path / "reports" / "metrics.json"
     report.write_text('{"accuracy": 0.5}\n')
-    with runs.resume_run(run_id):
-        runs.log_final_results(
+    with run_opening.resume_run(run_id):
+        final_results.log_final_results(
             {"accuracy": 0.5, "macro_f1": 0.4}, [report], model, np.zeros((2, 32, 32, 3), np.uint8)
         )
 
@@ -127,7 +136,7 @@ def test_one_run_across_train_and_evaluate(store, tmp_path, monkeypatch):
     assert run.data.tags["data_version"] == "sha256:0123456789abcdef"
     assert run.data.tags["dvc_experiment"] == "exp-demo"
     assert run.data.tags[owners.PID_TAG] == str(os.getpid())
-    assert run.data.tags[runs.ATTEMPTS_TAG] == "1"
+    assert run.data.tags[run_opening.ATTEMPTS_TAG] == "1"
     assert [m.step for m in store.get_metric_history(run_id, "loss")] == [0, 1]
     assert run.data.metrics["test_accuracy"] == 0.5
     assert [a.path for a in store.list_artifacts(run_id, "reports")] == ["reports/metrics.json"]

@@ -7,7 +7,7 @@ import signal
 import threading
 from collections.abc import Iterator
 
-from cifar10_mlops.tracking.runs import end_run
+from cifar10_mlops.tracking.run_opening import end_run
 
 
 class Terminated(KeyboardInterrupt):

@@ -50,8 +50,9 @@ from cifar10_mlops.core import config
 from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.tracking.datasets import EVALUATION, TRAINING, logged_input
 from cifar10_mlops.tracking.description import describe  # the run's two lines
+from cifar10_mlops.tracking.final_results import MODEL_ARTIFACT
 from cifar10_mlops.tracking.provenance import git_commit
-from cifar10_mlops.tracking.runs import DIGEST_TAG, MODEL_ARTIFACT
+from cifar10_mlops.tracking.run_opening import DIGEST_TAG
 from cifar10_mlops.tracking.store import client
 
 CHAMPION = "champion"

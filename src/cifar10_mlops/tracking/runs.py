@@ -1,15 +1,24 @@
-"""MLflow: one run per pipeline run, opened by train and finished by evaluate.
+"""The pipeline's MLflow run as the stages see it: one run per pipeline run, opened for
+training by train and finished after evaluation by evaluate.
+
+    with training_run(params, train_data) as run:            # src/stages/train.py
+        outcome = train_model(..., resume_key=run.resume_key, callbacks=[run.epoch_logger])
+        run.record(outcome.best_epoch, outcome.replicas, outcome.workers)
+
+    with evaluation_run():                                    # src/stages/evaluate.py
+        ... score the model, write the reports ...
+        registration = log_evaluation(params, test, report.metrics, report.files)
 
 The train stage opens the run and writes its id to reports/mlflow_run.json (a train output
 and an evaluate dependency); evaluate reopens that run, so one run holds both. When DVC
 restores train and evaluate from its run cache, no stage runs and no new MLflow run is
 logged: reports/mlflow_run.json then still names the run that produced the restored outputs.
 
-- How a run ends (FINISHED, FAILED, KILLED): lifecycle.py. Runs whose process died: owners.py.
-- Retries continue the same run: .training_state/mlflow_run.json (outside DVC's outputs)
-  keeps the run id with a digest of the training params and the data version. When train
-  starts again with the same digest and that run did not finish, the run is reopened
-  (tag cifar10_mlops.attempts counts the attempts); evaluate's success clears the file.
+- Opening, reopening a failed attempt's run, the hand-off file: run_opening.py. How a run
+  ends (FINISHED, FAILED, KILLED): lifecycle.py. Runs whose process died: owners.py.
+- Per-epoch metrics: epoch_logger.py; the kept epoch and its scores: kept_epoch.py; the
+  model, test metrics and reports: final_results.py; the registry: registry.py; the model
+  card: model_card.py.
 - What a person sees in the UI: a run name that says what the run is (naming.py), the train
   and test arrays as datasets (datasets.py), a description (description.py) and, while train
   runs, system metrics (CPU, memory, ...; `mlflow.system_metrics`, needs psutil).
@@ -20,249 +29,92 @@ logged: reports/mlflow_run.json then still names the run that produced the resto
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cifar10_mlops.core import config
-from cifar10_mlops.core.atomic import atomic_write_json
-from cifar10_mlops.core.errors import PipelineError
 from cifar10_mlops.core.params import Params
 from cifar10_mlops.data.arrays import LabelledImages
-from cifar10_mlops.tracking import store
+from cifar10_mlops.tracking import registry
 from cifar10_mlops.tracking.datasets import log_split
 from cifar10_mlops.tracking.description import write_note
-from cifar10_mlops.tracking.naming import base_name, unique_name
-from cifar10_mlops.tracking.owners import mark_orphaned_runs_killed, owner_is_gone, owner_tags
-from cifar10_mlops.tracking.provenance import git_commit, training_digest
-from cifar10_mlops.tracking.secrets import loggable_params, redact_credentials
-from cifar10_mlops.tracking.store import configured_mlflow, tracking_uri
-
-STATE_FILE = "mlflow_run.json"  # in config.TRAINING_STATE_DIR
-MODEL_ARTIFACT = "model"
-ATTEMPTS_TAG = "cifar10_mlops.attempts"
-DIGEST_TAG = "cifar10_mlops.params_digest"
-KEPT_EPOCH = "kept_epoch"
-
-
-def _state_path(state_path: Path | None) -> Path:
-    return Path(state_path) if state_path else config.TRAINING_STATE_DIR / STATE_FILE
+from cifar10_mlops.tracking.epoch_logger import EpochMetricsLogger, log_missing_epochs
+from cifar10_mlops.tracking.final_results import log_final_results
+from cifar10_mlops.tracking.kept_epoch import log_kept_epoch, log_kept_epoch_scores
+from cifar10_mlops.tracking.lifecycle import run_lifecycle
+from cifar10_mlops.tracking.model_card import publish_model_card
+from cifar10_mlops.tracking.provenance import data_version, training_digest
+from cifar10_mlops.tracking.run_opening import (
+    clear_training_state,
+    read_run_id,
+    resume_run,
+    start_pipeline_run,
+)
+from cifar10_mlops.tracking.store import configured_mlflow
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+@dataclass(frozen=True)
+class TrainingRun:
+    resume_key: str  # the training digest: only the same training resumes its backups
+    epoch_logger: EpochMetricsLogger  # give it to train_model: it logs each backed-up epoch
+
+    def record(self, kept_epoch: int, replicas: int, workers: int) -> None:
+        """After training: the epochs a kill left unlogged (backed up, not yet logged), how
+        many replicas and processes trained (tags, to filter runs by), and the kept epoch."""
+        log_missing_epochs(config.HISTORY_CSV)
+        configured_mlflow().set_tags(
+            {"cifar10_mlops.replicas": str(replicas), "cifar10_mlops.workers": str(workers)}
+        )
+        log_kept_epoch(kept_epoch)
 
 
-def _unfinished_run(mlflow_client, state: dict | None, digest: str, experiment_id: str):
-    """The run of an earlier attempt at this same training that did not finish, if any."""
-    expected = {
-        "digest": digest,
-        "experiment_id": experiment_id,
-        "tracking_uri": redact_credentials(tracking_uri()),
-    }
-    if not state or any(state.get(key) != value for key, value in expected.items()):
-        return None
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = mlflow_client.get_run(state["run_id"])
-    except (MlflowException, KeyError):
-        return None
-    if run.info.lifecycle_stage != "active" or run.info.status == "FINISHED":
-        return None
-    if run.info.status == "RUNNING" and not owner_is_gone(run.data.tags):
-        return None  # a live process is still training it
-    return run
+@contextlib.contextmanager
+def training_run(params: Params, train_data: LabelledImages) -> Iterator[TrainingRun]:
+    """Open the pipeline's run (or reopen the unfinished run of an earlier attempt at the same
+    training) with its params, tags and training dataset; it ends by how the block ends."""
+    with run_lifecycle():
+        version = data_version([config.TRAIN_NPZ, config.TEST_NPZ])
+        start_pipeline_run(params, version, config.RUN_INFO_JSON, train_data=train_data)
+        yield TrainingRun(training_digest(params, version), EpochMetricsLogger())
 
 
-def _run_tags(params: Params, data_version_tag: str, digest: str) -> dict[str, str]:
-    tags = {
-        "mlflow.source.git.commit": git_commit(config.ROOT),
-        "data_version": data_version_tag,
-        "data_source": params.data.source,
-        "pipeline": "dvc repro",
-        DIGEST_TAG: digest,
-        **owner_tags(),
-    }
-    exp_name = os.environ.get("DVC_EXP_NAME")
-    if exp_name:
-        tags["dvc_experiment"] = exp_name
-    return tags
+@contextlib.contextmanager
+def evaluation_run() -> Iterator[None]:
+    """Reopen the run train opened (reports/mlflow_run.json); it ends by how the block ends.
+    When it ends well the pipeline is done: the next training starts a fresh run."""
+    run_id = read_run_id(config.RUN_INFO_JSON)
+    with run_lifecycle():
+        resume_run(run_id)
+        yield
+    clear_training_state(run_id)
 
 
-def _system_metrics(mlflow, params: Params) -> bool:
-    """Whether this run logs system metrics: asked for, and psutil (which MLflow reads them
-    with) is installed; MLflow would raise without it."""
-    if not params.mlflow.system_metrics:
-        return False
-    if importlib.util.find_spec("psutil") is None:
-        print("mlflow: psutil is not installed, so this run logs no system metrics")
-        return False
-    mlflow.set_system_metrics_sampling_interval(params.mlflow.system_metrics_interval_s)
-    return True
-
-
-def _reopen(mlflow, previous, tags: dict[str, str], params: dict[str, Any], system: bool):
-    # The run keeps its name: a resumed attempt is the same run in the list.
-    run = mlflow.start_run(run_id=previous.info.run_id, log_system_metrics=system)
-    try:
-        attempts = int(previous.data.tags.get(ATTEMPTS_TAG, "1")) + 1
-    except ValueError:
-        attempts = 2
-    mlflow.set_tags({**tags, ATTEMPTS_TAG: str(attempts)})
-    # MLflow refuses to change a logged param; only params outside the digest can differ.
-    mlflow.log_params({k: v for k, v in params.items() if k not in previous.data.params})
-    print(
-        f"mlflow: continuing run {previous.info.run_id} (attempt {attempts}; "
-        f"the last attempt ended {previous.info.status})"
-    )
-    return run
-
-
-def start_pipeline_run(
+def log_evaluation(
     params: Params,
-    data_version_tag: str,
-    run_info_path: Path,
-    state_path: Path | None = None,
-    train_data: LabelledImages | None = None,
-) -> str:
-    """Open this pipeline run's MLflow run and write its id to `run_info_path`.
-
-    The run is the unfinished run of an earlier attempt at the same training (same digest,
-    found through the state file) or else a new one, named after what it is (naming.py), with
-    every param and the tags logged. With `train_data`, the training arrays are logged as its
-    `training` dataset. The run's description says what it trains.
-    """
-    mlflow = configured_mlflow()
-    mlflow_client = mlflow.MlflowClient()
-    experiment_id = store.experiment_id(mlflow, params.mlflow.experiment)
-    mark_orphaned_runs_killed(mlflow_client, experiment_id)
-    state_file = _state_path(state_path)
-    digest = training_digest(params, data_version_tag)
-    tags = _run_tags(params, data_version_tag, digest)
-    previous = _unfinished_run(mlflow_client, _read_json(state_file), digest, experiment_id)
-    system = _system_metrics(mlflow, params)
-    if previous is not None:
-        run = _reopen(mlflow, previous, tags, loggable_params(params), system)
-    else:
-        images = None if train_data is None else len(train_data.labels)
-        name = unique_name(
-            mlflow_client, experiment_id, base_name(params, images, tags.get("dvc_experiment"))
-        )
-        run = mlflow.start_run(
-            experiment_id=experiment_id,
-            run_name=name,
-            tags={**tags, ATTEMPTS_TAG: "1"},
-            log_system_metrics=system,
-        )
-        mlflow.log_params(loggable_params(params))
-    run_id = run.info.run_id
-    if train_data is not None:
-        log_split(params.data, train_data, "train", data_version_tag)
-    write_note(run_id, mlflow_client)
-    uri = redact_credentials(tracking_uri())
-    atomic_write_json(
-        run_info_path,
-        {
-            "run_id": run_id,
-            "experiment_id": experiment_id,
-            "experiment": params.mlflow.experiment,
-            "tracking_uri": uri,
-        },
-    )
-    atomic_write_json(
-        state_file,
-        {"run_id": run_id, "experiment_id": experiment_id, "digest": digest, "tracking_uri": uri},
-    )
-    return run_id
-
-
-def log_training_layout(replicas: int, workers: int) -> None:
-    """How many replicas (and processes) trained the run's model: tags, to filter runs by."""
-    configured_mlflow().set_tags(
-        {"cifar10_mlops.replicas": str(replicas), "cifar10_mlops.workers": str(workers)}
-    )
-
-
-def log_kept_epoch(epoch: int) -> None:
-    """Which epoch's weights models/model.keras holds (0-based, as the metrics' steps)."""
-    configured_mlflow().log_metric(KEPT_EPOCH, epoch)
-
-
-def clear_training_state(run_id: str, state_path: Path | None = None) -> None:
-    """The pipeline finished: the next train starts a fresh run. A state file naming another
-    run (a newer training) is left alone."""
-    path = _state_path(state_path)
-    state = _read_json(path)
-    if state is not None and state.get("run_id") == run_id:
-        path.unlink(missing_ok=True)
-
-
-def read_run_id(run_info_path: Path) -> str:
-    try:
-        return json.loads(Path(run_info_path).read_text())["run_id"]
-    except (OSError, ValueError, KeyError):
-        raise PipelineError(
-            f"{run_info_path}: missing or unreadable MLflow run id; run `dvc repro -f train`"
-        ) from None
-
-
-def resume_run(run_id: str):
-    """Reopen the pipeline's run, owned by this process from now on. Returns MLflow's
-    ActiveRun: use it in `run_lifecycle()`, or as a context manager of its own."""
-    from mlflow.exceptions import MlflowException
-
-    mlflow = configured_mlflow()
-    mlflow_client = mlflow.MlflowClient()
-    try:
-        run = mlflow_client.get_run(run_id)
-    except MlflowException:
-        raise PipelineError(
-            f"{config.RUN_INFO_JSON}: MLflow run {run_id} is not in "
-            f"{redact_credentials(tracking_uri())}; run `dvc repro -f train`"
-        ) from None
-    mark_orphaned_runs_killed(mlflow_client, run.info.experiment_id)
-    active = mlflow.start_run(run_id=run_id)
-    mlflow.set_tags(owner_tags())
-    return active
-
-
-def end_run(status: str = "FINISHED") -> None:
-    configured_mlflow().end_run(status=status)
-
-
-def log_final_results(
+    test: LabelledImages,
     metrics: dict[str, float],
-    artifacts: Iterable[Path],
-    model_file: Path,
-    example_images,
-    test_dataset=None,
-    tta: bool = False,
-):
-    """The model as the pyfunc classifier (serving.py) with a signature and an input example,
-    the final metrics (prefixed test_ so they never collide with the per-epoch series), and
-    the reports and plots. Returns MLflow's ModelInfo of the logged model.
-
-    The metrics go to the run and to its logged model, measured on `test_dataset` (an MLflow
-    dataset): the model's page then lists that data under "Datasets used"."""
-    import mlflow
-
-    from cifar10_mlops.tracking.serving import log_classifier
-
-    info = log_classifier(Path(model_file), MODEL_ARTIFACT, input_example=example_images, tta=tta)
-    mlflow.log_metrics(
-        {f"test_{key}": float(value) for key, value in metrics.items()},
-        model_id=info.model_id,
-        dataset=test_dataset,
+    report_files: Iterable[Path],
+) -> registry.Registration | None:
+    """Inside `evaluation_run`: the test split, the model with the test metrics and the
+    reports, the kept epoch's scores, the description with the test metrics; then a new
+    version of `mlflow.registered_model` (None when registration is off) and the model card
+    (model_card.py: an artifact, and the version's description)."""
+    mlflow = configured_mlflow()
+    run = mlflow.MlflowClient().get_run(mlflow.active_run().info.run_id)
+    test_dataset = log_split(params.data, test, "test", run.data.tags["data_version"])
+    logged = log_final_results(
+        metrics,
+        report_files,
+        config.MODEL_FILE,
+        test.images[:4],
+        test_dataset,
+        tta=params.evaluate.tta,
     )
-    for path in artifacts:
-        if Path(path).is_file():
-            mlflow.log_artifact(str(path), artifact_path="reports")
-    return info
+    log_kept_epoch_scores(config.HISTORY_CSV, logged.model_id)
+    write_note(run.info.run_id)
+    name = params.mlflow.registered_model
+    registration = registry.register_run_model(run.info.run_id, name) if name else None
+    publish_model_card(config.PER_CLASS_CSV, config.CONFUSION_CSV, registration)
+    return registration
