@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -107,6 +108,10 @@ def test_data_version_is_a_content_hash(tmp_path):
     assert provenance.data_version([a]) == provenance.data_version([b])
     b.write_bytes(b"other")
     assert provenance.data_version([a]) != provenance.data_version([b])
+    # Both files as one stream: the value MLflow runs have been tagged with all along.
+    assert (
+        provenance.data_version([a, b]) == "sha256:" + hashlib.sha256(b"sameother").hexdigest()[:16]
+    )
 
 
 def test_one_run_across_train_and_evaluate(store, tmp_path, monkeypatch):

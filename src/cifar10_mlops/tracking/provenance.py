@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from cifar10_mlops.core.digests import file_hash
 from cifar10_mlops.core.params import Params
 
 
@@ -32,9 +33,7 @@ def data_version(paths: Iterable[Path]) -> str:
     """Content hash of the processed arrays: the same data gives the same version anywhere."""
     digest = hashlib.sha256()
     for path in paths:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
+        file_hash(path, digest=digest)
     return f"sha256:{digest.hexdigest()[:16]}"
 
 
