@@ -113,6 +113,9 @@ def train_model(
                 ),
                 epochs=cfg.epochs,
                 initial_epoch=resumed_from,  # the learning rate schedule counts from here too
+                # ImageBatches shuffles (seeded, per epoch); Keras' own shuffle of the batch order
+                # would draw from the global RNG, which processes need not share.
+                shuffle=False,
                 callbacks=[*_callbacks(cfg, monitor, state), *callbacks],
                 verbose=verbose,
             )
