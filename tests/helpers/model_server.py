@@ -13,6 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
+
+from tests.helpers.images import png_header_only
 from tests.helpers.pipeline import VENV_BIN
 
 STARTUP_TIMEOUT_S = 180  # loading TensorFlow and the model; ~20 s on 2 idle cores
@@ -144,3 +147,41 @@ def photos_payload(files: list[bytes]) -> dict:
 
 def predictions(body: bytes) -> list[dict]:
     return json.loads(body)["predictions"]
+
+
+def _json(value) -> bytes:
+    return json.dumps(value).encode()
+
+
+def hostile_requests() -> dict[str, bytes]:
+    """Requests a careless or hostile client sends, built for real."""
+    one_photo = base64.b64encode(png_header_only(32, 32)).decode()  # header only: refused
+    bomb = base64.b64encode(png_header_only(10_000, 10_000)).decode()
+    hundred_mb = 100 * 1024 * 1024
+    return {
+        "wrong shape": _json({"inputs": np.zeros((2, 28, 28, 3), np.uint8).tolist()}),
+        "wrong dtype": _json({"inputs": np.full((1, 32, 32, 3), 0.5).tolist()}),
+        "not JSON": b"this is not JSON {",
+        "broken base64": _json({"dataframe_split": {"columns": ["image"], "data": [["iVBOR!"]]}}),
+        "not a picture": _json({"dataframe_split": {"columns": ["image"], "data": [[one_photo]]}}),
+        "decompression bomb": _json({"dataframe_split": {"columns": ["image"], "data": [[bomb]]}}),
+        # one 100 MB "photo" of base64 text: a body the size of a big upload
+        "100 MB body": _json(
+            {"dataframe_split": {"columns": ["image"], "data": [["A" * hundred_mb]]}}
+        ),
+        "10,000 images": _json(
+            {"dataframe_split": {"columns": ["image"], "data": [[one_photo]] * 10_000}}
+        ),
+    }
+
+
+HOSTILE_MESSAGES = {
+    "wrong shape": "expected images of shape (N, 32, 32, 3), got shape (2, 28, 28, 3)",
+    "wrong dtype": "pixel values must be whole numbers in 0..255",
+    "not JSON": "Ensure that input is a valid JSON formatted string",
+    "broken base64": "row 0: not valid base64",
+    "not a picture": "row 0: not a picture Pillow can read",
+    "decompression bomb": "row 0: image is 10000x10000 pixels, above the cap",
+    "100 MB body": "row 0: not a picture Pillow can read",
+    "10,000 images": "10000 images in one request, at most 1024; send them in several requests",
+}

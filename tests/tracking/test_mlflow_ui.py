@@ -188,3 +188,28 @@ def test_a_run_page_shows_its_description_and_datasets(store, ui, browser, shots
     page = browser.open(url, [NAMES[1], first_line, "Datasets", DATASETS[0]])
     assert page.get_by_text("System metrics", exact=False).count() >= 1
     screenshot(page, shots / "mlflow-run.png", max_height=2000)
+
+
+def test_each_registered_version_carries_its_model_card(store):
+    from cifar10_mlops.tracking.model_card import CARD_ARTIFACT
+
+    for version in store.client.search_model_versions("name = 'cifar10-resnet50'"):
+        card = version.description
+        assert card.startswith(f"# Model card: cifar10-resnet50 version {version.version}\n")
+        assert "Trained on: `synthetic-train`, 160 images" in card
+        assert "Weakest classes: " in card and "## Known limits" in card
+        local = store.client.download_artifacts(version.run_id, CARD_ARTIFACT)
+        assert Path(local).read_text() == card
+
+
+def test_the_model_card_renders_on_the_version_page(store, ui, browser, shots):
+    import re
+
+    version = store.client.get_model_version_by_alias("cifar10-resnet50", "champion")
+    url = f"{ui.url}/#/models/cifar10-resnet50/versions/{version.version}"
+    page = browser.open(url, ["Model card: cifar10-resnet50", "Intended use", "Weakest classes"])
+    # rendered as markdown: headings and the per-class table, not the raw text
+    assert page.get_by_role("heading", name=re.compile("Known limits")).count() >= 1
+    assert page.locator("table", has_text="precision").count() >= 1
+    assert page.get_by_text("| class |", exact=False).count() == 0
+    screenshot(page, shots / "mlflow-model-card.png", max_height=2400)

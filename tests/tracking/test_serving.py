@@ -29,7 +29,13 @@ from cifar10_mlops.data.images import MAX_PICTURE_PIXELS, decode_picture
 from cifar10_mlops.tracking import serving
 from tests.helpers.cli import one_error_line, read_csv, run_main, write_mixed_folder
 from tests.helpers.images import png_header_only
-from tests.helpers.model_server import ModelServer, photos_payload, predictions
+from tests.helpers.model_server import (
+    HOSTILE_MESSAGES,
+    ModelServer,
+    hostile_requests,
+    photos_payload,
+    predictions,
+)
 from tests.helpers.models import keras_labels, tiny_keras_model_file
 
 MODEL_NAME = "cifar10-test"
@@ -365,50 +371,12 @@ def test_the_served_champion_labels_photos_as_predict_does(server, store_env, fo
     assert [predictions(body)[0]["label"] for _, body in singles] == [r["label"] for r in served]
 
 
-def _json(value) -> bytes:
-    return json.dumps(value).encode()
-
-
-def _hostile_bodies() -> dict[str, bytes]:
-    """Requests a careless or hostile client sends, built for real."""
-    one_photo = base64.b64encode(png_header_only(32, 32)).decode()
-    bomb = base64.b64encode(png_header_only(10_000, 10_000)).decode()
-    hundred_mb = 100 * 1024 * 1024
-    return {
-        "wrong shape": _json({"inputs": np.zeros((2, 28, 28, 3), np.uint8).tolist()}),
-        "wrong dtype": _json({"inputs": np.full((1, 32, 32, 3), 0.5).tolist()}),
-        "not JSON": b"this is not JSON {",
-        "broken base64": _json({"dataframe_split": {"columns": ["image"], "data": [["iVBOR!"]]}}),
-        "not a picture": _json({"dataframe_split": {"columns": ["image"], "data": [[one_photo]]}}),
-        "decompression bomb": _json({"dataframe_split": {"columns": ["image"], "data": [[bomb]]}}),
-        # one 100 MB "photo" of base64 text: a body the size of a big upload
-        "100 MB body": _json(
-            {"dataframe_split": {"columns": ["image"], "data": [["A" * hundred_mb]]}}
-        ),
-        "10,000 images": _json(
-            {"dataframe_split": {"columns": ["image"], "data": [[one_photo]] * 10_000}}
-        ),
-    }
-
-
-HOSTILE_MESSAGES = {
-    "wrong shape": "expected images of shape (N, 32, 32, 3), got shape (2, 28, 28, 3)",
-    "wrong dtype": "pixel values must be whole numbers in 0..255",
-    "not JSON": "Ensure that input is a valid JSON formatted string",
-    "broken base64": "row 0: not valid base64",
-    "not a picture": "row 0: not a picture Pillow can read",
-    "decompression bomb": "row 0: image is 10000x10000 pixels, above the cap",
-    "100 MB body": "row 0: not a picture Pillow can read",
-    "10,000 images": "10000 images in one request, at most 1024; send them in several requests",
-}
-
-
 @pytest.mark.slow
 def test_hostile_requests_get_a_4xx_with_a_message_and_the_server_stays_up(server):
     healthy = photos_payload([_tiny_png()])
     rss_before = server.rss_mib()
     answers = {}
-    for case, body in _hostile_bodies().items():
+    for case, body in hostile_requests().items():
         status, answer = server.invoke(body, timeout=600)
         answers[case] = (status, len(answer))
         assert 400 <= status < 500, (case, status, answer[:500])
