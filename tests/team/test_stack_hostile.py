@@ -194,8 +194,12 @@ def test_no_port_of_the_s3_server_takes_an_anonymous_upload(stack, tmp_path):
             "POST", f"{host}:{ports['volume.port']}/1,0123456789", body, headers
         ),
         "s3 PUT": _request("PUT", f"{host}:{ports['s3.port']}/{seaweedfs.BUCKET}/p3.txt", b"x"),
+        "volume DELETE": _request("DELETE", f"{host}:{ports['volume.port']}/1,01637037d6"),
+        "master delete collection": _request(
+            "GET", f"{host}:{ports['master.port']}/col/delete?collection={seaweedfs.BUCKET}"
+        ),
     }
-    assert not [what for what, status in answers.items() if status in (200, 201, 204)], answers
+    assert not [what for what, status in answers.items() if status in (200, 201, 202, 204)], answers
     # The filer's gRPC port, as `weed filer.copy` uses it, with no certificate of the stack.
     planted = tmp_path / "grpc-planted.txt"
     planted.write_text("planted")
