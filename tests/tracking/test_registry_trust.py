@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import pytest
 from mlflow import MlflowClient
@@ -19,71 +20,77 @@ def client(tmp_path_factory):
     return MlflowClient(tracking_uri=uri)
 
 
+@dataclass
+class Model:
+    """A registered model of its own for one test, on the module's store."""
+
+    client: MlflowClient
+    name: str
+
+    def register(self, accuracy: float) -> registry.Registration:
+        """An evaluated run (its test_accuracy metric), registered as a new version."""
+        experiment = self.client.get_experiment_by_name("trust") or self.client.get_experiment(
+            self.client.create_experiment("trust")
+        )
+        run = self.client.create_run(experiment.experiment_id)
+        self.client.log_metric(run.info.run_id, "test_accuracy", accuracy)
+        self.client.set_terminated(run.info.run_id)
+        return registry.register_run_model(run.info.run_id, self.name, self.client)
+
+    def tag(self, version: str, key: str, value: str) -> None:
+        self.client.set_model_version_tag(self.name, version, key, value)
+
+    def run_of(self, version: str) -> str:
+        return self.client.get_model_version(self.name, version).run_id
+
+    def champion(self) -> str:
+        return str(self.client.get_model_version_by_alias(self.name, registry.CHAMPION).version)
+
+
 @pytest.fixture
-def store(client, request):
-    global NAME
-    NAME = "trust-" + re.sub(r"[^A-Za-z0-9-]", "-", request.node.name)
-    return client
+def model(client, request):
+    return Model(client, "trust-" + re.sub(r"[^A-Za-z0-9-]", "-", request.node.name))
 
 
-def _register(store, accuracy: float) -> registry.Registration:
-    """An evaluated run (its test_accuracy metric), registered as a new version."""
-    experiment = store.get_experiment_by_name("trust") or store.get_experiment(
-        store.create_experiment("trust")
-    )
-    run = store.create_run(experiment.experiment_id)
-    store.log_metric(run.info.run_id, "test_accuracy", accuracy)
-    store.set_terminated(run.info.run_id)
-    return registry.register_run_model(run.info.run_id, NAME, store)
-
-
-def _champion(store) -> str:
-    return str(store.get_model_version_by_alias(NAME, registry.CHAMPION).version)
-
-
-def test_an_edited_infinite_accuracy_tag_does_not_block_a_better_version(store):
-    _register(store, 0.5)
-    store.set_model_version_tag(NAME, "1", "test_accuracy", "inf")
-    better = _register(store, 0.6)
+def test_an_edited_infinite_accuracy_tag_does_not_block_a_better_version(model):
+    model.register(0.5)
+    model.tag("1", "test_accuracy", "inf")
+    better = model.register(0.6)
     assert better.champion
-    assert _champion(store) == "2"
+    assert model.champion() == "2"
 
 
 @pytest.mark.parametrize("edited", ["nan", "0.99"])
-def test_an_edited_tag_on_a_worse_version_does_not_make_it_champion(store, edited):
-    _register(store, 0.5)
-    _register(store, 0.4)
-    store.set_model_version_tag(NAME, "2", "test_accuracy", edited)
-    assert not _register(store, 0.45).champion  # any later evaluate settles the alias again
-    assert _champion(store) == "1"
+def test_an_edited_tag_on_a_worse_version_does_not_make_it_champion(model, edited):
+    model.register(0.5)
+    model.register(0.4)
+    model.tag("2", "test_accuracy", edited)
+    assert not model.register(0.45).champion  # any later evaluate settles the alias again
+    assert model.champion() == "1"
 
 
 @pytest.mark.parametrize("metric", [float("nan"), 1.5])
-def test_a_run_metric_outside_0_to_1_never_competes(store, metric):
-    _register(store, 0.5)
-    store.log_metric(store.get_model_version(NAME, "1").run_id, "test_accuracy", 0.5)
-    run = store.create_run(store.get_experiment_by_name("trust").experiment_id)
-    store.log_metric(run.info.run_id, "test_accuracy", 0.7)
-    store.set_terminated(run.info.run_id)
-    registry.register_run_model(run.info.run_id, NAME, store)
-    assert _champion(store) == "2"
-    store.log_metric(run.info.run_id, "test_accuracy", metric)  # the newest value counts
-    _register(store, 0.3)
-    assert _champion(store) == "1"
+def test_a_run_metric_outside_0_to_1_never_competes(model, metric):
+    model.register(0.5)
+    model.register(0.7)
+    assert model.champion() == "2"
+    model.client.log_metric(model.run_of("2"), "test_accuracy", metric)  # the newest value counts
+    model.register(0.3)
+    assert model.champion() == "1"
 
 
 @pytest.mark.parametrize("spelling", [" True ", "yes"])
-def test_an_exclusion_tag_counts_however_it_is_spelt(store, spelling):
-    _register(store, 0.5)
-    _register(store, 0.6)
-    store.set_model_version_tag(NAME, "2", registry.EXCLUDED, spelling)
-    _register(store, 0.4)
-    assert _champion(store) == "1"
+def test_an_exclusion_tag_counts_however_it_is_spelt(model, spelling):
+    model.register(0.5)
+    model.register(0.6)
+    model.tag("2", registry.EXCLUDED, spelling)
+    model.register(0.4)
+    assert model.champion() == "1"
 
 
-def test_the_audit_trail_records_who_settled_the_alias_and_by_which_accuracy(store):
-    _register(store, 0.5)
-    _register(store, 0.625)
-    tags = store.get_model_version(NAME, "2").tags
+def test_the_audit_trail_records_who_settled_the_alias_and_by_which_accuracy(model):
+    model.register(0.5)
+    model.register(0.625)
+    tags = model.client.get_model_version(model.name, "2").tags
     assert tags[registry.PROMOTED_BY].endswith(")")  # user@host (pid N)
     assert tags[registry.PROMOTED_ACCURACY] == "0.625"  # the run's metric, not the tag
