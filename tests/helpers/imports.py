@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
+
+from tests.helpers import REPO
+
+SRC = REPO / "src"
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -18,3 +23,19 @@ def imported_modules(path: Path) -> set[str]:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
+
+
+def module_file(dotted: str) -> Path | None:
+    """The file of a module under src/ (a module file or a package's __init__.py), or None."""
+    base = SRC.joinpath(*dotted.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def stage_script(stage: dict) -> Path:
+    """The script a dvc.yaml stage runs (`python src/stages/<name>.py`)."""
+    match = re.search(r"python (\S+\.py)", stage["cmd"])
+    assert match, f"cannot find the script in {stage['cmd']!r}"
+    return REPO / match.group(1)

@@ -15,7 +15,6 @@ a value stored away) counts as reading all of it.
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,8 @@ from pydantic import BaseModel
 from cifar10_mlops.core import config
 from cifar10_mlops.core.params import Params, flatten, read_params_yaml
 from tests.helpers import REPO
+from tests.helpers.imports import module_file, stage_script
 
-SRC = REPO / "src"
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))
 STAGES: dict[str, dict] = DVC_YAML["stages"]
 
@@ -59,20 +58,6 @@ def test_params_yaml_writes_every_key_with_the_schemas_default():
 # --------------------------------------------------------------------------- params a stage reads
 
 
-def _script(stage: dict) -> Path:
-    match = re.search(r"python (\S+\.py)", stage["cmd"])
-    assert match, stage["cmd"]
-    return REPO / match.group(1)
-
-
-def _module_path(module: str) -> Path | None:
-    base = SRC.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 class _Module:
     def __init__(self, name: str, path: Path) -> None:
         self.name, self.tree = name, ast.parse(path.read_text(encoding="utf-8"))
@@ -86,7 +71,7 @@ class _Module:
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 for alias in node.names:
                     full = f"{node.module}.{alias.name}"
-                    target = (full, None) if _module_path(full) else (node.module, alias.name)
+                    target = (full, None) if module_file(full) else (node.module, alias.name)
                     self.imported[alias.asname or alias.name] = target
             elif isinstance(node, ast.Import):
                 for alias in node.names:
@@ -94,7 +79,7 @@ class _Module:
 
 
 def _load(module: str) -> _Module | None:
-    path = _module_path(module)
+    path = module_file(module)
     return _Module(module, path) if path and module.startswith("cifar10_mlops") else None
 
 
@@ -234,7 +219,7 @@ def test_every_params_key_a_stage_reads_is_in_its_params(name):
     declared = [entry for entry in stage.get("params", []) if isinstance(entry, str)]
     undeclared = sorted(
         key or "<all params>"
-        for key in params_read_by(_script(stage))
+        for key in params_read_by(stage_script(stage))
         if not any(_declared(entry, key) for entry in declared)
     )
     assert not undeclared, f"dvc.yaml stage {name!r} reads params it does not list: {undeclared}"
@@ -291,7 +276,7 @@ def test_every_dvc_out_is_a_path_of_core_config():
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_a_stage_script_touches_only_the_pipeline_files_it_declares(name):
     stage = STAGES[name]
-    tree = ast.parse(_script(stage).read_text(encoding="utf-8"))
+    tree = ast.parse(stage_script(stage).read_text(encoding="utf-8"))
     used = {
         CONFIG_PATHS[node.attr]
         for node in ast.walk(tree)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.helpers import REPO
-from tests.helpers.imports import imported_modules
+from tests.helpers.imports import imported_modules, module_file, stage_script
 
 ROOT = REPO
 SRC = ROOT / "src"
@@ -18,20 +17,6 @@ PACKAGE = "cifar10_mlops"
 
 def _stages() -> dict[str, dict]:
     return yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-
-
-def _script(stage: dict) -> Path:
-    match = re.search(r"python (\S+\.py)", stage["cmd"])
-    assert match, f"cannot find the script in {stage['cmd']!r}"
-    return ROOT / match.group(1)
-
-
-def _module_file(dotted: str) -> Path | None:
-    base = SRC.joinpath(*dotted.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -51,7 +36,7 @@ def files_reached(script: Path) -> set[Path]:
         for module in _imported_modules(path):
             parts = module.split(".")
             for depth in range(1, len(parts) + 1):  # importing a.b.c runs a and a.b first
-                file = _module_file(".".join(parts[:depth]))
+                file = module_file(".".join(parts[:depth]))
                 if file is not None:
                     todo.append(file)
     return reached
@@ -68,7 +53,7 @@ def test_every_file_a_stage_imports_is_one_of_its_deps(name):
     deps = [dep for dep in stage.get("deps", []) if isinstance(dep, str)]
     missing = sorted(
         str(path.relative_to(ROOT))
-        for path in files_reached(_script(stage))
+        for path in files_reached(stage_script(stage))
         if not _covered(path, deps)
     )
     assert not missing, f"dvc.yaml stage {name!r} misses deps on: {', '.join(missing)}"
