@@ -1,7 +1,12 @@
 """DVC stage `evaluate`: score the model on the held-out split, write reports and plots,
 finish the pipeline's MLflow run with the final metrics, the reports and the model, and
 register the model (alias `champion` when it beats the current one; see tracking/registry.py)
-with its model card (tracking/model_card.py)."""
+with its model card (tracking/model_card.py). It runs on the backend that trained
+(train.backend)."""
+
+from cifar10_mlops.core.keras_backend import use_backend_from_params
+
+use_backend_from_params()  # train.backend: before anything below imports Keras
 
 from cifar10_mlops.core import config
 from cifar10_mlops.core.failures import report_errors

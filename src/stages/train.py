@@ -3,6 +3,10 @@ earlier attempt at the same training), train (resuming after the last finished e
 attempt), write models/model.keras and reports/history.csv. The run ends FINISHED, FAILED,
 or KILLED on Ctrl-C / SIGTERM."""
 
+from cifar10_mlops.core.keras_backend import use_backend_from_params
+
+use_backend_from_params()  # train.backend: before anything below imports Keras
+
 from cifar10_mlops.core import config
 from cifar10_mlops.core.failures import report_errors
 from cifar10_mlops.core.params import load_params
