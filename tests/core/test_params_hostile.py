@@ -28,9 +28,7 @@ def test_the_seed_range_edges_are_accepted(tmp_path):
 
 
 @pytest.mark.parametrize("opening, closing", [("[", "]"), ("{a: ", "}")])
-def test_a_deeply_nested_params_file_is_one_line_not_a_recursion_error(
-    tmp_path, opening, closing
-):
+def test_a_deeply_nested_params_file_is_one_line_not_a_recursion_error(tmp_path, opening, closing):
     path = tmp_path / "params.yaml"
     path.write_text("train: " + opening * 5000 + "1" + closing * 5000 + "\n", encoding="utf-8")
     with pytest.raises(PipelineError) as error:

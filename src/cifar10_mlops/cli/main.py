@@ -65,13 +65,17 @@ def _parser() -> argparse.ArgumentParser:
     gate = commands.add_parser("gate", help="fail when metrics fall below the committed baseline")
     gate.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
     gate.add_argument("--baseline", type=Path, default=Path(".ci/baseline.json"))
+    gate.add_argument(
+        "--markdown", type=Path, default=None, help="also write the verdicts as a markdown table"
+    )
 
     worker = commands.add_parser(
         "worker",
-        help="join multi-worker training as a non-chief task (TF_CONFIG or Slurm)",
-        description="Train in lockstep with the chief (`dvc repro` with TF_CONFIG); run from the "
-        "repository root of a checkout of the chief's commit and data. Writes nothing into the "
-        "repository; exits 0 when training ends.",
+        help="join multi-worker training as a non-chief process (docs/distributed.md)",
+        description="Train in lockstep with the chief (`dvc repro` with the cluster's variables: "
+        "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, or TF_CONFIG, Slurm, Open "
+        "MPI); run from the repository root of a checkout of the chief's commit and data. Writes "
+        "nothing into the repository; exits 0 when training ends.",
     )
     worker.add_argument(
         "-S",
@@ -150,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from cifar10_mlops.evaluation.gate import run_gate
 
-    return run_gate(args.metrics, args.baseline)
+    return run_gate(args.metrics, args.baseline, args.markdown)
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def postgres_running(state: dict[str, Any]) -> bool:
     """The cluster's lock file is there and is its own: a copied cluster (`cp -a` of a stack)
     holds the original's, whose pid `pg_ctl stop` would signal."""
     data = state.get("postgres_data")
-    return bool(data) and _same_path(_lock_file_data_dir(Path(data)), data)
+    return isinstance(data, str) and _same_path(_lock_file_data_dir(Path(data)), data)
 
 
 def _same_path(a: str | None, b: str) -> bool:

@@ -79,7 +79,7 @@ def health(state: dict[str, Any]) -> dict[str, bool]:
 
 def _ours(record: dict[str, Any] | None, port: int) -> bool:
     """The recorded server runs and it is what listens on its port (not a squatter)."""
-    return alive(record) and group_listens_on(int(record["pid"]), port)
+    return record is not None and alive(record) and group_listens_on(int(record["pid"]), port)
 
 
 def say(message: str) -> None:

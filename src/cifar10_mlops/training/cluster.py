@@ -233,7 +233,7 @@ def connect(cluster: Cluster, timeout_s: int) -> None:
     warn_if_public(cluster)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     host, port = cluster.coordinator.rsplit(":", 1)
-    outcome: list[BaseException | None] = []
+    outcome: list[Exception | None] = []
 
     def join() -> None:
         try:
@@ -249,7 +249,7 @@ def connect(cluster: Cluster, timeout_s: int) -> None:
                 coordinator_bind_address=f"{bind_host}:{port}",
             )
             outcome.append(None)
-        except BaseException as error:  # handed to the main thread
+        except Exception as error:  # handed to the main thread
             outcome.append(error)
 
     _skip_jax_shutdown_if_the_cluster_broke()
