@@ -229,8 +229,27 @@ def _load_json(path: Path, what: str, fix: str) -> Any:
         ) from None
 
 
-def run_gate(metrics_path: Path, baseline_path: Path) -> int:
-    """Print one line per baseline metric and return 0 when all pass, 1 otherwise.
+def markdown_table(results: list[MetricResult]) -> str:
+    """The verdicts as a markdown table (CI's pull-request comment): each metric against the
+    committed baseline, the difference, and the limit it must stay within."""
+    rows = [
+        "| metric | baseline | this run | change | limit | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        value = float(r.value) if _is_number(r.value) else None
+        shown = f"{value:.4f}" if value is not None else "missing"
+        change = f"{value - r.bound.target:+.4f}" if value is not None else ""
+        rows.append(
+            f"| {r.bound.name} | {r.bound.target:.4f} | {shown} | {change} | "
+            f"{r.bound.op} {r.bound.limit:.4f} | {'pass' if r.ok else '**FAIL**'} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def run_gate(metrics_path: Path, baseline_path: Path, markdown: Path | None = None) -> int:
+    """Print one line per baseline metric and return 0 when all pass, 1 otherwise;
+    `markdown`: also write the verdicts there as a table.
 
     Raises PipelineError when either file is missing, unreadable, not JSON, or malformed.
     """
@@ -252,6 +271,8 @@ def run_gate(metrics_path: Path, baseline_path: Path) -> int:
         )
 
     results = evaluate(metrics, bounds)
+    if markdown is not None:
+        Path(markdown).write_text(markdown_table(results), encoding="utf-8")
     width = max(len(b.name) for b in bounds)
     for r in results:
         print(r.line(width))
