@@ -115,7 +115,7 @@ def test_logged_model_has_signature_example_requirements_and_no_pickle(store_env
         mlflow.artifacts.download_artifacts(store_env.info.model_uri, dst_path=str(tmp_path))
     )
     requirements = (local / "requirements.txt").read_text().split()
-    for name in ("mlflow", "keras", "tensorflow", "pydantic", "pyyaml"):
+    for name in ("mlflow", "keras", "tensorflow", "pydantic", "pyyaml", "pillow"):
         assert any(line.startswith(f"{name}==") for line in requirements), requirements
     assert (local / "code" / "cifar10_mlops" / "model" / "build.py").is_file()
     assert not list(local.rglob("*.pkl"))  # models from code: nothing to unpickle

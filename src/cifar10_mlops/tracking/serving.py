@@ -71,8 +71,17 @@ INPUT_DESCRIPTION = (
 )
 # Distributions the model needs at load time (MLflow's own requirement is added beside them):
 # the Keras runtime, and what the cifar10_mlops modules it imports need (params.py: pydantic,
-# pyyaml). Listed, not inferred: inference would load the model again in a subprocess.
-RUNTIME_DISTRIBUTIONS = ("keras", "tensorflow", "numpy", "pandas", "pydantic", "pyyaml")
+# pyyaml; data/images.py, which decodes the photos: pillow). Listed, not inferred: inference
+# would load the model again in a subprocess.
+RUNTIME_DISTRIBUTIONS = (
+    "keras",
+    "tensorflow",
+    "numpy",
+    "pandas",
+    "pydantic",
+    "pyyaml",
+    "pillow",
+)
 
 # The "models from code" entry point MLflow runs at load time; cifar10_mlops comes from the
 # model's code/ directory, which MLflow puts on sys.path first.
