@@ -1,120 +1,118 @@
-"""Calibrate the regression gate (.ci/baseline.json) for the committed recipe.
+"""Calibrate the regression gate (.ci/baseline.json): the gate's recipe (presets/ci-gate.yaml)
+over seeds x "machines", then broken on purpose.
 
 Usage:
-  python benchmarks/gate_calibration.py [--seeds 1 2 3] [--faults shuffled shifted ...]
+  python benchmarks/gate_calibration.py [--seeds 42 1 2 3 4] [--machines ...] [--no-faults]
                                         [--log results.jsonl]
 
-Writes the committed embedded dataset (params.yaml's data.synthetic count and seed) to a
-temporary directory, splits it as the preprocess stage does, and trains and scores the
-committed params in one process (cifar10_mlops.harness.trial, the stages' own functions):
+Writes the recipe's embedded dataset to a temporary directory, splits it as the preprocess
+stage does, and trains and scores the recipe with the stages' own functions
+(cifar10_mlops.harness.trial), each "machine" in a fresh process:
 
-- clean: train.seed = the committed seed and each of --seeds;
-- broken on purpose, with the committed seed, one fault each:
-    shuffled          training labels shuffled (a labels file that no longer matches its images)
-    shifted           training labels shifted by one class (an off-by-one in a label mapping)
-    no-normalisation  the model's standardisation layer left out
-    no-augmentation   train.augment: false
+    default            this CPU's oneDNN kernels (TensorFlow)
+    avx2               ONEDNN_MAX_CPU_ISA=AVX2: the kernels of an AVX2-only CPU
+    avx512_core        ONEDNN_MAX_CPU_ISA=AVX512_CORE: AVX-512 without VNNI, BF16 or AMX
+    eigen              TF_ENABLE_ONEDNN_OPTS=0: TensorFlow's Eigen kernels, no oneDNN
+    jax                train.backend jax (XLA's CPU kernels)
 
-Prints one JSON line per run (appended to --log), then the tolerances the seeds give: for
-accuracy and macro-F1 (min bounds) and the loss (max bound), 3 x the standard deviation over
-the clean runs, rounded up to 0.01 and never less than the distance from the committed run to
-the worst seed, so every measured seed passes; and whether each fault trips that gate.
+then, on the default machine with the recipe's seed, one fault at a time:
+
+    shifted            training labels shifted by one class
+    shuffled           training labels shuffled
+    no-augmentation    train.augment: false
+    no-normalisation   the model's standardisation layer left out
+    learning-rate-x10  train.learning_rate times 10
+    half-data          half the training images dropped
+    bgr                test images with their colour channels swapped (BGR)
+    untrained          the architecture as built, never fitted
+
+Prints one JSON line per run (appended to --log), the seeds x machines table of accuracy, the
+spread of each gated metric, the suggested baseline (the mean over the matrix; each tolerance
+the larger of 3 standard deviations and the distance to the worst run, rounded up to 0.01,
+never under 0.02), and whether each fault trips it.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
+import os
 import statistics
+import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-FAULTS = ("shuffled", "shifted", "no-normalisation", "no-augmentation")
+MACHINES = {
+    "default": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "avx512_core": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"},
+    "eigen": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "jax": {"KERAS_BACKEND": "jax"},
+}
+FAULTS = ("shifted", "shuffled", "no-augmentation", "no-normalisation", "learning-rate-x10",
+          "half-data", "bgr", "untrained")  # fmt: skip
 GATED = {"accuracy": "min", "macro_f1": "min", "loss": "max"}
+MIN_TOLERANCE = 0.02
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2, 3])
-    parser.add_argument("--faults", nargs="*", default=list(FAULTS), choices=FAULTS)
-    parser.add_argument("--log", type=Path)
-    args = parser.parse_args()
+def child(machine: str, seeds: list[int], faults: bool) -> None:
+    """In this process (its environment is the machine): train and score each run."""
+    from cifar10_mlops.harness.gate_recipe import gate_recipe_data, gate_recipe_params
+    from cifar10_mlops.harness.trial import run_trial, score
 
-    from cifar10_mlops.core.params import parse_params
-    from cifar10_mlops.data.raw_layout import load_split
-    from cifar10_mlops.data.synthetic import write_kaggle_layout
-
-    raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    params = parse_params(raw, REPO / "params.yaml")
-    committed_seed = params.train.seed
-    with tempfile.TemporaryDirectory(prefix="gate-calibration-") as scratch:
-        data_dir = Path(scratch)
-        write_kaggle_layout(data_dir, params.data.synthetic.count, params.data.synthetic.seed)
-        train, test = load_split(data_dir, params.split)
-
-    runs: list[dict] = []
-    for seed in [committed_seed, *[s for s in args.seeds if s != committed_seed]]:
-        seeded = params.model_copy(update={"train": params.train.model_copy(update={"seed": seed})})
-        runs.append(_run(f"seed {seed}", seeded, train, test, args.log))
-    clean = runs[:]
-    for fault in args.faults:
-        with _broken(fault, params, train) as (broken_params, broken_train):
-            runs.append(_run(fault, broken_params, broken_train, test, args.log))
-
-    bounds = _tolerances(clean)
-    print(json.dumps({"suggested_baseline": bounds}, indent=2))
-    for run in runs:
-        verdict = "trips" if _trips(run, bounds) else "passes"
-        print(
-            f"{run['name']:<18} accuracy {run['accuracy']:.4f}  loss {run['loss']:.4f}  {verdict}"
-        )
+    train, test = gate_recipe_data(gate_recipe_params(REPO))
+    backend = "jax" if machine == "jax" else "tensorflow"
+    for seed in seeds:
+        trial = run_trial(gate_recipe_params(REPO, seed, backend), train, test)
+        _emit({"machine": machine, "run": f"seed {seed}", **trial.metrics,
+               "train_seconds": round(trial.train_seconds, 1)})  # fmt: skip
+    if not faults:
+        return
+    params = gate_recipe_params(REPO, seeds[0] if seeds else None)
+    for fault in FAULTS:
+        metrics = _broken_run(fault, params, train, test, run_trial, score)
+        _emit({"machine": machine, "run": fault, **metrics})
 
 
-def _run(name, params, train, test, log: Path | None) -> dict:
-    from cifar10_mlops.harness.trial import run_trial
-
-    trial = run_trial(params, train, test)
-    result = {
-        "name": name,
-        **trial.metrics,
-        "best_epoch": trial.best_epoch,
-        "train_seconds": round(trial.train_seconds, 1),
-    }
-    line = json.dumps(result)
-    print(line, flush=True)
-    if log:
-        with open(log, "a") as handle:
-            handle.write(line + "\n")
-    return result
-
-
-@contextlib.contextmanager
-def _broken(fault: str, params, train):
-    """(params, training data) with one fault, undone on exit; the test set is never touched."""
+def _broken_run(fault, params, train, test, run_trial, score) -> dict:
     from cifar10_mlops.data.arrays import LabelledImages
     from cifar10_mlops.model import build
 
-    labels = train.labels
-    normalize = build._normalize
-    if fault == "shuffled":
-        labels = np.random.default_rng(0).permutation(labels)
-    elif fault == "shifted":
+    def with_train(**changes):
+        return params.model_copy(update={"train": params.train.model_copy(update=changes)})
+
+    labels, images = train.labels, train.images
+    if fault == "untrained":
+        from cifar10_mlops.training.runtime import seed_everything
+
+        seed_everything(params.train)
+        return score(build.build_model(params.model, len(test.class_names)), test)
+    if fault == "bgr":
+        model = run_trial(params, train, test).model
+        swapped = LabelledImages(np.ascontiguousarray(test.images[..., ::-1]), test.labels,
+                                 test.ids, test.class_names)  # fmt: skip
+        return score(model, swapped)
+    if fault == "shifted":
         labels = (labels + 1) % len(train.class_names)
-    elif fault == "no-normalisation":
+    elif fault == "shuffled":
+        labels = np.random.default_rng(0).permutation(labels)
+    elif fault == "no-augmentation":
+        params = with_train(augment=False)
+    elif fault == "learning-rate-x10":
+        params = with_train(learning_rate=params.train.learning_rate * 10)
+    elif fault == "half-data":
+        keep = np.random.default_rng(0).permutation(len(labels))[: len(labels) // 2]
+        labels, images = labels[keep], images[keep]
+    normalize = build._normalize
+    if fault == "no-normalisation":
         build._normalize = _unnormalised
-    else:  # no-augmentation
-        params = params.model_copy(
-            update={"train": params.train.model_copy(update={"augment": False})}
-        )
     try:
-        yield params, LabelledImages(train.images, labels, train.ids, train.class_names)
+        broken = LabelledImages(images, labels, np.arange(len(labels)), train.class_names)
+        return run_trial(params, broken, test).metrics
     finally:
         build._normalize = normalize
 
@@ -126,22 +124,81 @@ def _unnormalised(x, params):
     return keras.layers.Rescaling(1.0, name="unnormalised")(x)
 
 
-def _tolerances(clean: list[dict]) -> dict:
-    committed = clean[0]
+def _emit(result: dict) -> None:
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def suggested_baseline(clean: list[dict]) -> dict:
     metrics = {}
     for name, kind in GATED.items():
         values = [run[name] for run in clean]
-        spread = 3 * statistics.stdev(values) if len(values) > 1 else 0.0
+        centre = statistics.mean(values)
         worst = min(values) if kind == "min" else max(values)
-        tolerance = max(spread, abs(committed[name] - worst))
-        metrics[name] = {kind: committed[name], "tolerance": math.ceil(tolerance * 100) / 100}
+        spread = 3 * statistics.stdev(values) if len(values) > 1 else 0.0
+        tolerance = max(spread, abs(centre - worst), MIN_TOLERANCE)
+        metrics[name] = {kind: round(centre, 4), "tolerance": math.ceil(tolerance * 100) / 100}
     return {"metrics": metrics}
 
 
-def _trips(run: dict, baseline: dict) -> bool:
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[42, 1, 2, 3, 4])
+    parser.add_argument("--machines", nargs="*", default=list(MACHINES), choices=MACHINES)
+    parser.add_argument("--no-faults", action="store_true")
+    parser.add_argument("--log", type=Path)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--faults-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, [] if args.faults_only else args.seeds, args.faults_only)
+        return
+
     from cifar10_mlops.evaluation.gate import check_metrics
 
-    return bool(check_metrics(run, baseline))
+    runs: list[dict] = []
+    jobs = [(machine, False) for machine in args.machines]
+    if not args.no_faults:
+        jobs.append(("default", True))
+    for machine, faults in jobs:
+        env = {**os.environ, **MACHINES[machine], "TF_CPP_MIN_LOG_LEVEL": "2"}
+        command = [sys.executable, __file__, "--child", machine, "--seeds", *map(str, args.seeds)]
+        if faults:
+            command[-len(args.seeds) - 1 :] = ["--seeds", str(args.seeds[0]), "--faults-only"]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"{machine} failed:\n{result.stderr[-3000:]}")
+        for line in result.stdout.splitlines():
+            if line.startswith("RESULT "):
+                runs.append(json.loads(line[7:]))
+                print(line[7:], flush=True)
+                if args.log:
+                    with open(args.log, "a") as handle:
+                        handle.write(line[7:] + "\n")
+
+    clean = [run for run in runs if run["run"].startswith("seed ")]
+    baseline = suggested_baseline(clean)
+    print("\n| seed | " + " | ".join(args.machines) + " |")
+    print("|---|" + "---|" * len(args.machines))
+    for seed in args.seeds:
+        cells = [
+            next((f"{r['accuracy']:.4f}" for r in clean
+                  if r["machine"] == m and r["run"] == f"seed {seed}"), "")
+            for m in args.machines
+        ]  # fmt: skip
+        print(f"| {seed} | " + " | ".join(cells) + " |")
+    for name in GATED:
+        values = [run[name] for run in clean]
+        print(f"{name}: min {min(values):.4f}, max {max(values):.4f}, "
+              f"spread {max(values) - min(values):.4f}, std {statistics.pstdev(values):.4f}")  # fmt: skip
+    print(json.dumps({"suggested_baseline": baseline}))
+    print("\n| fault | accuracy | macro-F1 | loss | gate |")
+    print("|---|---|---|---|---|")
+    for run in runs:
+        if run["run"].startswith("seed "):
+            continue
+        verdict = "trips" if check_metrics(run, baseline) else "passes"
+        print(f"| {run['run']} | {run['accuracy']:.4f} | {run['macro_f1']:.4f} | "
+              f"{run['loss']:.4f} | {verdict} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -218,12 +218,21 @@ def test_check_sh_test_step_runs_the_readme_test_command():
         )
 
 
-def test_check_sh_pipeline_step_runs_repro_and_gate():
-    body = _function_body(CHECK_SH.read_text(encoding="utf-8"), "step_pipeline")
+def test_check_sh_pipeline_step_runs_repro_and_gates_the_gate_recipe():
+    script = CHECK_SH.read_text(encoding="utf-8")
+    body = _function_body(script, "step_pipeline")
     assert any(re.search(r"\bmake\s+repro\b", line) for line in _code_lines(body))
+    assert _runs_command(body, "gate_recipe_run")
     makefile = (REPO_ROOT / "Makefile").read_text(encoding="utf-8")
     assert re.search(r"^repro:.*\n\t\S*dvc repro$", makefile, re.MULTILINE)
-    assert _runs_command(body, "gate --metrics reports/metrics.json --baseline .ci/baseline.json")
+    # The gate's recipe through `dvc exp run` with the preset, its metrics against the baseline.
+    gate = " ".join(_code_lines(_function_body(script, "gate_recipe_run"))).replace("\\ ", "")
+    assert re.search(r"dvc\" exp run\s+\$\(\S*cifar10-mlops\" preset ci-gate\)", gate), gate
+    assert re.search(
+        r"cifar10-mlops\" gate --metrics reports/ci-gate/metrics.json\s+--baseline "
+        r"\.ci/baseline\.json",
+        gate,
+    ), gate
 
 
 @pytest.mark.parametrize("workflow", _workflow_files(), ids=lambda p: p.name)
