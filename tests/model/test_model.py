@@ -145,3 +145,22 @@ def test_the_cifar_resnet_has_no_imagenet_weights_and_loads_its_own(tmp_path):
         np.testing.assert_array_equal(got, expected)
     with pytest.raises(PipelineError, match="does not fit the cifar_resnet backbone"):
         build_model(ModelParams(backbone="cifar_resnet", weights=str(weights)), num_classes=10)
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "airbench"])
+def test_the_model_standardises_its_uint8_input_with_the_cifar_statistics(backbone):
+    """The regression gate cannot see a missing standardisation layer (the network's batch
+    normalisation absorbs the scale on the embedded images: docs/training.md), so it is
+    checked here: the CIFAR mean colour comes out as zeros, one standard deviation above it
+    as ones."""
+    from cifar10_mlops.model.build import CIFAR_MEAN, CIFAR_STD
+
+    extra = {"airbench": {"widths": [8, 16, 16]}} if backbone == "airbench" else {}
+    model = build_model(ModelParams(backbone=backbone, **extra), num_classes=10)
+    standardize = keras.Model(model.inputs, model.get_layer("standardize").output)
+    mean = np.round(np.array(CIFAR_MEAN)).astype(np.uint8)
+    above = np.round(np.array(CIFAR_MEAN) + np.array(CIFAR_STD)).astype(np.uint8)
+    images = np.stack([np.broadcast_to(colour, (32, 32, 3)) for colour in (mean, above)])
+    out = np.asarray(standardize.predict(images, verbose=0))
+    np.testing.assert_allclose(out[0].mean(axis=(0, 1)), 0.0, atol=0.01)
+    np.testing.assert_allclose(out[1].mean(axis=(0, 1)), 1.0, atol=0.01)
