@@ -12,8 +12,8 @@ compile_model) on the same seeded uint8 images, each in a fresh child process
   the package turns it on everywhere, see cifar10_mlops/__init__.py);
 - naive-onednn: the same plain fit with oneDNN on, which separates the kernels' share of the
   speed-up from the input pipeline's;
-- pipeline: uint8 arrays -> training/inputs.py's make_dataset (tf.data shuffle, on-the-fly crop + flip,
-  batch, prefetch) -> the model, which casts and normalises inside itself, with what
+- pipeline: uint8 arrays -> training/inputs.py's ImageBatches (numpy shuffle, on-the-fly crop + flip,
+  batch) -> the model, which casts and normalises inside itself, with what
   `train.mixed_precision: auto` and `train.jit_compile: auto` pick on this machine;
 - pipeline-bf16 / pipeline-xla / pipeline-bf16-xla: the same with mixed bfloat16 and/or XLA
   forced on (what `auto` should pick is decided from these figures).
@@ -162,7 +162,7 @@ def summary(runs: dict[str, list[dict]], args: argparse.Namespace) -> dict:
 def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
     from cifar10_mlops.core.params import TrainParams
     from cifar10_mlops.core.quiet_tensorflow import keras
-    from cifar10_mlops.training.inputs import make_dataset
+    from cifar10_mlops.training.inputs import ImageBatches
     from cifar10_mlops.training.runtime import resolve_runtime
 
     precision, jit = VARIANTS[variant]
@@ -185,8 +185,8 @@ def train_once(variant: str, count: int, epochs: int, batch_size: int) -> dict:
         x = data.images.astype("float32") / 255.0  # the seed notebooks' float copy
         model.fit(x, data.labels, batch_size=batch_size, **fit)
     else:
-        dataset = make_dataset(data, batch_size, shuffle_seed=0, augment=True)
-        model.fit(dataset, **fit)
+        batches = ImageBatches(data, batch_size, shuffle_seed=0, augment=True)
+        model.fit(batches, shuffle=False, **fit)
     steady = min(timer.seconds[1:] or timer.seconds)
     return {
         "epoch seconds": timer.seconds,
