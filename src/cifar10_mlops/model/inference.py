@@ -93,7 +93,8 @@ class CoalescingPredictor:
 
     def _take_batch(self) -> list[_Request]:
         # The oldest first; at least one request, however big (the model chunks it).
-        batch, count = [], 0
+        batch: list[_Request] = []
+        count = 0
         while self._waiting and (
             not batch or count + len(self._waiting[0].images) <= self._max_images
         ):

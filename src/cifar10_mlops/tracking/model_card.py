@@ -209,7 +209,10 @@ def publish_model_card(
     from cifar10_mlops.tracking.store import client
 
     mlflow_client = mlflow_client or client()
-    run = mlflow_client.get_run(mlflow.active_run().info.run_id)
+    active = mlflow.active_run()
+    if active is None:
+        raise RuntimeError("write_model_card needs the pipeline's MLflow run to be active")
+    run = mlflow_client.get_run(active.info.run_id)
     registered = (registration.name, registration.version) if registration else None
     per_class, confusions = read_per_class(per_class_csv), read_confusions(confusion_csv)
     text = model_card(run, per_class, confusions, registered)

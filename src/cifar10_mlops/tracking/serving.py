@@ -125,6 +125,8 @@ class Cifar10Classifier(PythonModel):
     # The np.ndarray hint tells MLflow not to infer a schema from the hint; what is accepted is
     # checked by as_image_batch (see INPUT_DESCRIPTION).
     def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
+        if self._probabilities is None:
+            raise RuntimeError("the classifier has no model: load_context was not called")
         return probabilities_frame(self._probabilities(as_image_batch(model_input)))
 
 
