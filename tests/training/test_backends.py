@@ -30,6 +30,7 @@ TRAINED_ON = {
 
 TRAIN = r"""
 import json, sys
+from pathlib import Path
 import numpy as np
 from cifar10_mlops.core.params import Params
 from cifar10_mlops.data.arrays import LabelledImages
@@ -46,6 +47,7 @@ train_model(params, LabelledImages(images, labels, np.arange(1, 161)), out / "mo
 
 PREDICT = r"""
 import sys
+from pathlib import Path
 import numpy as np
 from cifar10_mlops.core.quiet_tensorflow import keras
 from cifar10_mlops.model.build import load_model
