@@ -82,7 +82,8 @@ def test_each_epoch_reshuffles_and_augments_anew_and_repeats_from_its_seed():
     second = epoch_batches(batches)
     assert second != first
     # A run resumed at epoch 1 sees what an uninterrupted run saw in its epoch 1.
-    resumed = ImageBatches(data, 16, shuffle_seed=5, augment=True, crop_padding=2, first_epoch=1)
+    resumed = ImageBatches(data, 16, shuffle_seed=5, augment=True, crop_padding=2)
+    resumed.start_at_epoch(1)
     assert epoch_batches(resumed) == second
 
 

@@ -92,6 +92,9 @@ class AirbenchParams(_Strict):
     widths: Annotated[
         list[Annotated[int, Field(ge=4, le=2048)]], Field(min_length=1, max_length=5)
     ] = [64, 256, 256]
+    # The whitening layer's bias learns during the first N epochs, then stays (its filters
+    # stay as the training images set them); 0: the whole layer is fixed from the start.
+    whiten_bias_epochs: Annotated[int, Field(ge=0, le=10_000)] = 0
 
 
 class ModelParams(_Strict):
@@ -133,6 +136,14 @@ class TrainParams(_Strict):
     # `crop_padding` pixels of reflection padding, and a horizontal flip.
     augment: bool = True
     crop_padding: Annotated[int, Field(ge=0, le=16)] = 2
+    # random: each image flipped with probability 1/2 every epoch; alternate: each image
+    # flipped on every other epoch (a random half on the first), so consecutive epochs show
+    # both sides of every photo.
+    flip: Literal["random", "alternate"] = "random"
+    # The learning rate of batch-norm shifts (beta) is this multiple of the others'.
+    norm_bias_lr_scale: Annotated[float, Field(gt=0.0, le=1000.0)] = 1.0
+    # Lookahead: every N steps the weights move to a slow average of themselves (0: off).
+    lookahead_every: Annotated[int, Field(ge=0, le=10_000)] = 0
     validation_split: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
     # The epoch kept (models/model.keras) is the best by this validation metric.
     monitor: Literal["val_accuracy", "val_loss"] = "val_accuracy"

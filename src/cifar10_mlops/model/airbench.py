@@ -4,7 +4,8 @@ single GPU", 2024): the parts of its ablation that carry over to Keras on a CPU.
 - A frozen 2x2 patch-whitening first layer: its filters are the eigenvectors of the training
   images' 2x2 patches, scaled to unit variance (and their negatives, so a ReLU-like activation
   keeps both signs). It is set from the training data before the first step
-  (`whiten_from_images`) and saved with the model.
+  (`whiten_from_images`) and saved with the model. With `whiten_bias_epochs` its bias learns
+  for the first epochs (the optimizer stops it: training/optimization.py), the filters never.
 - Three groups of conv -> max pool -> batch norm -> GELU -> conv -> batch norm -> GELU, no
   residual connections, widths (64, 256, 256) by default, then a 3x3 max pool.
 - Identity ("dirac") initialisation of each conv's first input channels, so the untrained
@@ -15,6 +16,8 @@ Written with keras.ops only, so the same layers run under any Keras backend.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -64,14 +67,24 @@ def _norm_act(x, name: str):
     return layers.Activation("gelu", name=f"{name}_gelu")(x)
 
 
-def airbench_net(input_shape: tuple[int, int, int], widths: tuple[int, ...]) -> keras.Model:
+def airbench_net(
+    input_shape: tuple[int, int, int], widths: tuple[int, ...], whiten_bias_learns: bool = False
+) -> keras.Model:
     """Feature extractor (no classifier), like keras.applications' include_top=False."""
     channels = input_shape[-1]
     inputs = keras.Input(shape=input_shape, name="features_input")
     whiten_filters = 2 * channels * WHITEN_PATCH * WHITEN_PATCH
-    x = layers.Conv2D(
-        whiten_filters, WHITEN_PATCH, padding="valid", use_bias=True, trainable=False, name="whiten"
-    )(inputs)
+    whiten = layers.Conv2D(
+        whiten_filters,
+        WHITEN_PATCH,
+        padding="valid",
+        use_bias=True,
+        trainable=whiten_bias_learns,
+        name="whiten",
+    )
+    x = whiten(inputs)
+    if whiten_bias_learns:
+        whiten.kernel.trainable = False  # the filters stay as the training images set them
     x = layers.Activation("gelu", name="whiten_gelu")(x)
     for group, width in enumerate(widths, start=1):
         x = _conv(width, f"group{group}_conv1")(x)
@@ -111,15 +124,16 @@ def whitening_kernel(images: np.ndarray, channels_mean_std) -> tuple[np.ndarray,
 def whiten_from_images(model: keras.Model, images: np.ndarray, channels_mean_std) -> bool:
     """Set the whitening layer of an airbench backbone inside `model` from training images;
     False when the model has none."""
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if layer.name == "whiten":
             layer.set_weights(list(whitening_kernel(images, channels_mean_std)))
             return True
     return False
 
 
-def _all_layers(model):
+def all_layers(model: keras.Model) -> Iterator[keras.Layer]:
+    """Every layer of `model`, those of nested models (a backbone) included."""
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)

@@ -41,7 +41,9 @@ COMPACT_BACKBONES = {
     "cifar_resnet": lambda shape, p: cifar_resnet(
         shape, p.cifar_resnet.depth, p.cifar_resnet.width
     ),
-    "airbench": lambda shape, p: airbench_net(shape, tuple(p.airbench.widths)),
+    "airbench": lambda shape, p: airbench_net(
+        shape, tuple(p.airbench.widths), whiten_bias_learns=p.airbench.whiten_bias_epochs > 0
+    ),
 }
 
 BACKBONES = {

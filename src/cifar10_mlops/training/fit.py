@@ -25,7 +25,8 @@ from cifar10_mlops.data.split import stratified_split
 from cifar10_mlops.model.build import build_model, set_from_training_images
 from cifar10_mlops.training.cluster import cluster_errors, share_chief_state, training_fingerprint
 from cifar10_mlops.training.inputs import ImageBatches
-from cifar10_mlops.training.optimization import compile_model
+from cifar10_mlops.training.lookahead import Lookahead
+from cifar10_mlops.training.optimization import compile_model, variable_rates
 from cifar10_mlops.training.resume import EpochBackup, TrainingState
 from cifar10_mlops.training.runtime import Runtime, resolve_runtime, seed_everything
 from cifar10_mlops.training.schedule import learning_rate_at
@@ -73,15 +74,27 @@ def train_model(
         else contextlib.nullcontext()
     )
     with guard:
+        batches = ImageBatches(
+            train_data,
+            cfg.batch_size,
+            cfg.seed,
+            cfg.augment,
+            cfg.crop_padding,
+            part=runtime.part,
+            whole_batches=runtime.replicas > 1,
+            flip=cfg.flip,
+        )
         local = None
         if runtime.cluster is not None:
             # The chief's backup goes to every process before the distributed model exists.
-            local = _local_model(params, train_data.images, num_classes)
+            local = _local_model(params, train_data.images, num_classes, len(batches))
             values, resumed_from = _chief_state(local, state, runtime, params, train_data)
         with runtime.scope():
             model = build_model(params.model, num_classes=num_classes)
             set_from_training_images(model, train_data.images)  # a resumed run restores over it
-            compile_model(model, cfg, runtime.jit_compile)
+            compile_model(
+                model, cfg, runtime.jit_compile, variable_rates(model, params, len(batches))
+            )
             model.optimizer.build(model.trainable_variables)
             if local is None:
                 resumed_from = state.restore(model)
@@ -89,17 +102,9 @@ def train_model(
                 for variable, value in zip(_state_variables(model), values, strict=True):
                     variable.assign(value)
             monitor = cfg.monitor if validation is not None else "loss"
+            batches.start_at_epoch(resumed_from)
             model.fit(
-                ImageBatches(
-                    train_data,
-                    cfg.batch_size,
-                    cfg.seed,
-                    cfg.augment,
-                    cfg.crop_padding,
-                    first_epoch=resumed_from,
-                    part=runtime.part,
-                    whole_batches=runtime.replicas > 1,
-                ),
+                batches,
                 validation_data=(
                     ImageBatches(
                         validation,
@@ -116,7 +121,7 @@ def train_model(
                 # ImageBatches shuffles (seeded, per epoch); Keras' own shuffle of the batch order
                 # would draw from the global RNG, which processes need not share.
                 shuffle=False,
-                callbacks=[*_callbacks(cfg, monitor, state), *callbacks],
+                callbacks=[*_callbacks(cfg, monitor, state, len(batches)), *callbacks],
                 verbose=verbose,
             )
     rows = state.history_rows()
@@ -145,11 +150,15 @@ def _validation_batch_size(batch_size: int, count: int, runtime: Runtime) -> int
     return max(shares, min(batch_size, count // shares * shares))
 
 
-def _local_model(params: Params, images: np.ndarray, num_classes: int) -> keras.Model:
+def _local_model(
+    params: Params, images: np.ndarray, num_classes: int, steps_per_epoch: int
+) -> keras.Model:
     """The model on this process alone (outside the distribution), compiled and built."""
     local = build_model(params.model, num_classes=num_classes)
     set_from_training_images(local, images)
-    compile_model(local, params.train, jit_compile=False)
+    compile_model(
+        local, params.train, jit_compile=False, rates=variable_rates(local, params, steps_per_epoch)
+    )
     local.optimizer.build(local.trainable_variables)
     return local
 
@@ -186,12 +195,14 @@ def _save_best_epoch(
     return model
 
 
-def _callbacks(cfg: TrainParams, monitor: str, state: TrainingState) -> list:
+def _callbacks(cfg: TrainParams, monitor: str, state: TrainingState, steps_per_epoch: int) -> list:
     mode = "max" if monitor.endswith("accuracy") else "min"
     callbacks = [
         keras.callbacks.LearningRateScheduler(lambda epoch, lr: learning_rate_at(epoch, cfg, lr)),
         keras.callbacks.CSVLogger(str(state.history_csv), append=True),
     ]
+    if cfg.lookahead_every:  # before the backup: the epoch saved is the pulled one
+        callbacks.insert(0, Lookahead(cfg.lookahead_every, cfg.epochs * steps_per_epoch))
     if cfg.lr_schedule == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(

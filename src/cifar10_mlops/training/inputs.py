@@ -3,9 +3,9 @@
 One input path for every Keras backend: it needs no TensorFlow (the JAX backend runs on
 machines without it), and on the CPU it keeps up with the tf.data pipeline it replaced
 (benchmarks/input_pipeline.py). Augmentation (random crop after reflection padding,
-horizontal flip) is drawn per batch from (seed, epoch, batch index), so an epoch's batches are
-the same whatever order Keras asks for them in, and a resumed run sees the epochs it would have
-seen. The model casts, normalises and resizes inside itself: no float32 or resized copy of the
+horizontal flip, at random or alternating per image) is drawn per batch from (seed, epoch,
+batch index), so an epoch's batches are the same whatever order Keras asks for them in, and a
+resumed run sees the epochs it would have seen. The model casts, normalises and resizes inside itself: no float32 or resized copy of the
 data set exists.
 """
 
@@ -35,9 +35,9 @@ class ImageBatches(keras.utils.PyDataset):
         shuffle_seed: int | None,
         augment: bool = False,
         crop_padding: int = 4,
-        first_epoch: int = 0,
         part: tuple[int, int] = (0, 1),
         whole_batches: bool = False,
+        flip: str = "random",
     ):
         super().__init__()
         index, count = part
@@ -51,8 +51,15 @@ class ImageBatches(keras.utils.PyDataset):
         self.padding = crop_padding if augment else 0
         self.part_index, self.part_count = index, count
         self.whole_batches = whole_batches or count > 1
-        self.epoch = first_epoch
+        self.epoch = 0
         self.order = self._order()
+        # alternate: a fixed random half of the images is flipped on even epochs, the other
+        # half on odd ones (airbench's alternating flips: no image shows one side twice running).
+        self.flipped_on_even_epochs = (
+            np.random.default_rng([shuffle_seed or 0, 1 << 20]).random(len(self.labels)) < 0.5
+            if flip == "alternate"
+            else None
+        )
 
     def __len__(self) -> int:
         if self.whole_batches:
@@ -63,7 +70,10 @@ class ImageBatches(keras.utils.PyDataset):
         chosen = self.order[batch * self.batch_size : (batch + 1) * self.batch_size]
         if self.augment:
             rng = np.random.default_rng([self.shuffle_seed or 0, self.epoch, batch])
-            images = augment_batch(self.images, chosen, self.padding, rng)
+            flips = None
+            if self.flipped_on_even_epochs is not None:
+                flips = self.flipped_on_even_epochs[chosen] ^ bool(self.epoch % 2)
+            images = augment_batch(self.images, chosen, self.padding, rng, flips)
         else:
             images = self.images[chosen]
         if self.part_count > 1:
@@ -71,6 +81,11 @@ class ImageBatches(keras.utils.PyDataset):
             mine = slice(self.part_index * share, (self.part_index + 1) * share)
             return images[mine], self.labels[chosen[mine]]
         return images, self.labels[chosen]
+
+    def start_at_epoch(self, epoch: int) -> None:
+        """Begin with `epoch`'s batches (a resumed run)."""
+        self.epoch = epoch
+        self.order = self._order()
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -83,14 +98,19 @@ class ImageBatches(keras.utils.PyDataset):
 
 
 def augment_batch(
-    images: np.ndarray, chosen: np.ndarray, padding: int, rng: np.random.Generator
+    images: np.ndarray,
+    chosen: np.ndarray,
+    padding: int,
+    rng: np.random.Generator,
+    flips: np.ndarray | None = None,
 ) -> np.ndarray:
     """The chosen images, each shifted by up to `padding` pixels (reflection at the borders)
-    and flipped left-right with probability 1/2: one gather, no per-image Python loop."""
+    and flipped left-right where `flips` says (None: with probability 1/2): one gather, no
+    per-image Python loop."""
     count, height, width = len(chosen), images.shape[1], images.shape[2]
     rows = np.arange(height)[None, :] + rng.integers(-padding, padding + 1, (count, 1))
     cols = np.arange(width)[None, :] + rng.integers(-padding, padding + 1, (count, 1))
-    flip = rng.random(count) < 0.5
+    flip = rng.random(count) < 0.5 if flips is None else flips
     cols = np.where(flip[:, None], cols[:, ::-1], cols)
     rows, cols = _reflect(rows, height), _reflect(cols, width)
     return images[chosen[:, None, None], rows[:, :, None], cols[:, None, :]]
