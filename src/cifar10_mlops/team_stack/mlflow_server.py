@@ -10,9 +10,8 @@ from typing import Any
 
 from cifar10_mlops.team_stack.ports import HOST
 from cifar10_mlops.team_stack.postgres import backend_store_uri
-from cifar10_mlops.team_stack.processes import http_ok, process_record, spawn, wait_until
+from cifar10_mlops.team_stack.processes import http_ok, start_server
 from cifar10_mlops.team_stack.seaweedfs import BUCKET, s3_endpoint
-from cifar10_mlops.team_stack.state import save_state
 
 MLFLOW_ARTIFACTS = f"s3://{BUCKET}/mlflow"
 MLFLOW_WORKERS = 2
@@ -53,10 +52,13 @@ def start_mlflow(directory: Path, state: dict[str, Any], mlflow: str) -> None:
         "--workers",
         str(MLFLOW_WORKERS),
     ]
-    log = directory / "logs" / "mlflow.log"
-    record = process_record(spawn(command, log, env, directory), log)
-    state.setdefault("processes", {})["mlflow"] = record
-    save_state(directory, state)
-    wait_until(
-        lambda: mlflow_answers(state), "mlflow server", record, port=state["ports"]["mlflow"]
+    start_server(
+        "mlflow",
+        command,
+        env,
+        directory,
+        state,
+        lambda: mlflow_answers(state),
+        "mlflow server",
+        port=state["ports"]["mlflow"],
     )

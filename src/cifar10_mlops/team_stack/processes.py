@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cifar10_mlops.team_stack.errors import StackError
+from cifar10_mlops.team_stack.state import save_state
 
 READY_TIMEOUT_S = 180  # the MLflow server's first start creates its schema: ~30 s on 2 busy cores
 STOP_TIMEOUT_S = 30
@@ -163,6 +164,26 @@ def wait_until(
             raise StackError(f"{what} exited while starting{log_tail(record)}")
         time.sleep(0.25)
     raise StackError(f"{what} did not answer within {timeout_s:g} s{log_tail(record)}")
+
+
+def start_server(
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    directory: Path,
+    state: dict[str, Any],
+    ready: Callable[[], bool],
+    what: str,
+    port: int,
+) -> None:
+    """Start one of the stack's servers: spawn it (its log logs/<name>.log), record it in
+    stack.json under processes.<name> before waiting (so `down` finds even a start that then
+    fails), and wait until `ready` answers from that process on `port`."""
+    log = directory / "logs" / f"{name}.log"
+    record = process_record(spawn(command, log, env, directory), log)
+    state.setdefault("processes", {})[name] = record
+    save_state(directory, state)
+    wait_until(ready, what, record, port=port)
 
 
 def group_listens_on(group: int, port: int) -> bool:

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from cifar10_mlops.team_stack.ports import HOST
-from cifar10_mlops.team_stack.processes import http_ok, process_record, spawn, wait_until
+from cifar10_mlops.team_stack.processes import http_ok, start_server
 from cifar10_mlops.team_stack.seaweedfs_security import write_security_config
-from cifar10_mlops.team_stack.state import save_state, write_private
+from cifar10_mlops.team_stack.state import write_private
 
 BUCKET = "ml-team"
 DVC_REMOTE = f"s3://{BUCKET}/dvc"
@@ -105,10 +105,13 @@ def start_seaweedfs(directory: Path, state: dict[str, Any], weed: str) -> None:
         *(f"-{name}={path}" for name, path in sockets.items()),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-    log = directory / "logs" / "seaweedfs.log"
-    record = process_record(spawn(command, log, env, directory), log)
-    state.setdefault("processes", {})["seaweedfs"] = record
-    save_state(directory, state)
-    wait_until(
-        lambda: bucket_ready(state), "SeaweedFS (weed mini)", record, port=state["ports"]["s3.port"]
+    start_server(
+        "seaweedfs",
+        command,
+        env,
+        directory,
+        state,
+        lambda: bucket_ready(state),
+        "SeaweedFS (weed mini)",
+        port=state["ports"]["s3.port"],
     )
