@@ -47,8 +47,9 @@ lock: | $(BIN)/python ## regenerate requirements.lock from pyproject.toml (UPGRA
 repro: install ## run the pipeline: dvc repro (offline, on the embedded dataset)
 	$(BIN)/dvc repro
 
-# Two pytest workers, each taking whole test files (module fixtures are built once): on two
-# cores they overlap one test's start-up, DVC and MLflow work with another's training.
+# Two pytest workers, each taking whole test files (module fixtures are built once; tests/team
+# as one unit, its stack started once), heaviest first (tests/conftest.py): on two cores they
+# overlap one test's start-up, DVC and MLflow work with another's training.
 TEST_WORKERS ?= 2
 test: install ## the whole test suite, slow real-pipeline tests included (what CI runs)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile

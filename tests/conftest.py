@@ -12,6 +12,9 @@ Data-layer fixtures (used by test_archives / test_dataset / test_acquire):
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +25,98 @@ import pytest
 from cifar10_mlops.core.config import LABELS_CSV, TRAIN_ARCHIVE
 from tests.helpers import archives
 from tests.helpers.archives import default_labels, encode_png, random_image
+
+# JAX's persistent compilation cache for the whole session, shared by both xdist workers and
+# every process the tests start (dvc repro, the multi-worker cluster, the backends' children
+# inherit the environment): the tiny JAX pipelines compile the same programs again and again
+# (a fresh process compiles every initializer and step: ~30 s of a JAX evaluate on 2 busy
+# cores). The programs and their results are the same; only the compiling is done once. A
+# size limit turns on JAX's file lock, so concurrent processes never read half-written entries.
+JAX_CACHE_ENV = {
+    "JAX_COMPILATION_CACHE_DIR": "",  # set in pytest_configure
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    "JAX_COMPILATION_CACHE_MAX_SIZE": str(4 << 30),
+}
+
+
+def pytest_configure(config):
+    # The controller makes the directory before it starts the xdist workers, which inherit it;
+    # a cache directory chosen by the caller (JAX_COMPILATION_CACHE_DIR already set) is kept.
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    directory = tempfile.mkdtemp(prefix="cifar10-mlops-jax-cache-")
+    config._jax_cache = (directory, [name for name in JAX_CACHE_ENV if name not in os.environ])
+    for name in config._jax_cache[1]:
+        os.environ[name] = JAX_CACHE_ENV[name] or directory
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "_jax_cache"):
+        directory, names = config._jax_cache
+        shutil.rmtree(directory, ignore_errors=True)
+        for name in names:
+            os.environ.pop(name, None)
+
+
+# How `make test` shares the tests between its two workers (`--dist loadfile`): each file is
+# one unit (its module fixtures are built once), tests/team is one unit (its package-scoped
+# stack is started once, not once per worker or per interruption), and the units go out
+# heaviest first, so a long file never starts last while the other worker idles (xdist's own
+# order is by test count, which puts the files with one costly fixture and few tests at the
+# end). The seconds are a loaded 2-core run's; only their order matters, and a file not listed
+# comes after these (files with slow tests first). (xdist's loadgroup would do the grouping,
+# but under pytest 9 it leaves the group out of the ids it schedules by, so it groups nothing.)
+SHARED_UNITS = ("tests/team/",)
+HEAVIEST_FIRST = {
+    "tests/team/": 450,
+    "tests/pipeline/test_pipeline.py": 350,
+    "tests/training/test_multi_worker.py": 290,
+    "tests/pipeline/test_regression_gate.py": 250,
+    "tests/tracking/test_mlflow_ui.py": 180,
+    "tests/pipeline/test_jax_pipeline.py": 175,
+    "tests/training/test_resume.py": 150,
+    "tests/training/test_backends.py": 145,
+    "tests/training/test_training.py": 110,
+    "tests/tracking/test_secrets.py": 110,
+    "tests/tracking/test_mlflow_lifecycle.py": 100,
+    "tests/tracking/test_serving.py": 90,
+}
+
+
+def work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: its file, or the shared folder it is in."""
+    path = nodeid.split("::", 1)[0]
+    return next((shared for shared in SHARED_UNITS if path.startswith(shared)), path)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # xdist's hook: unknown without it
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class UnitScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    config.option.loadscopereorder = False  # the workers' order below, not by test count
+    return UnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not hasattr(config, "workerinput"):  # an xdist worker: its order is the schedule's
+        return
+    slow_units = {work_unit(item.nodeid) for item in items if item.get_closest_marker("slow")}
+    first_seen: dict[str, int] = {}
+    for item in items:
+        first_seen.setdefault(work_unit(item.nodeid), len(first_seen))
+
+    def order(item: pytest.Item) -> tuple:
+        unit = work_unit(item.nodeid)
+        return (-HEAVIEST_FIRST.get(unit, 0), unit not in slow_units, first_seen[unit])
+
+    items.sort(key=order)  # stable: a unit's own tests keep their order
 
 
 @pytest.fixture

@@ -323,11 +323,13 @@ def test_two_workers_train_one_model_logged_once(chief_and_worker, tmp_path):
     assert_same_weights(chief, tmp_path / "w.weights.h5")
 
     # The same global batch in one process ends at a close training loss (not the same: the
-    # workers split each batch, so batch-norm statistics come from half a batch each).
-    single = base / "single"
-    make_pipeline_repo(single, deep_update(json.loads(json.dumps(MULTI_WORKER)),
-                                           {"train": {"distribution": "none"}}))  # fmt: skip
-    dvc(single, "repro", "train")
+    # workers split each batch, so batch-norm statistics come from half a batch each). The
+    # one-process run trains on the chief's own data/processed (its train stage only).
+    single = worker_clone(chief, base, "single")
+    shutil.copy2(chief / "data/processed/test.npz", single / "data/processed/test.npz")
+    write_params(single, deep_update(json.loads(json.dumps(MULTI_WORKER)),
+                                     {"train": {"distribution": "none"}}))  # fmt: skip
+    dvc(single, "repro", "--single-item", "train")
     multi_loss = history_losses(chief / "reports/history.csv")[-1]
     single_loss = history_losses(single / "reports/history.csv")[-1]
     print(f"final training loss: 2 workers {multi_loss:.4f}, 1 process {single_loss:.4f}")
