@@ -86,7 +86,12 @@ def _table(rows: list[dict]) -> str:
     by_variant: dict[str, list[dict]] = {}
     for row in rows:
         by_variant.setdefault(row["name"], []).append(row)
-    base = statistics.mean(r["accuracy"] for r in by_variant.get("preset", [{"accuracy": 0}]))
+    # The change against the preset only where the log holds the preset's own runs.
+    base = (
+        statistics.mean(r["accuracy"] for r in by_variant["preset"])
+        if "preset" in by_variant
+        else None
+    )
     lines = [
         "| variant | seeds | epochs | accuracy, mean [min-max] | vs preset | macro-F1 | train s |",
         "|---|---|---|---|---|---|---|",
@@ -96,7 +101,7 @@ def _table(rows: list[dict]) -> str:
         lines.append(
             f"| `{name}` | {', '.join(str(_seed(r)) for r in runs)} | {runs[0]['epochs_run']} "
             f"| {statistics.mean(accuracy):.3f} [{min(accuracy):.3f}-{max(accuracy):.3f}] "
-            f"| {statistics.mean(accuracy) - base:+.3f} "
+            f"| {'-' if base is None else f'{statistics.mean(accuracy) - base:+.3f}'} "
             f"| {statistics.mean(r['macro_f1'] for r in runs):.3f} "
             f"| {statistics.mean(r['train_seconds'] for r in runs):.0f} |"
         )
