@@ -36,6 +36,7 @@ VARIANTS: dict[str, list[str]] = {
     "norm-bias-lr-x8": ["train.norm_bias_lr_scale=8"],
     "lookahead-5": ["train.lookahead_every=5"],
     "whiten-bias-2-epochs": ["model.airbench.whiten_bias_epochs=2"],
+    "trivial-augment": ["train.augment_policy=trivial"],
     "all-four-tricks": [
         "train.flip=alternate",
         "train.norm_bias_lr_scale=8",

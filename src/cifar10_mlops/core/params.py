@@ -140,6 +140,9 @@ class TrainParams(_Strict):
     # flipped on every other epoch (a random half on the first), so consecutive epochs show
     # both sides of every photo.
     flip: Literal["random", "alternate"] = "random"
+    # trivial: after the crop and flip, TrivialAugment gives each image one random operation
+    # (shear, translate, rotate, colour, contrast, posterize, ...: training/augment_policy.py).
+    augment_policy: Literal["none", "trivial"] = "none"
     # The learning rate of batch-norm shifts (beta) is this multiple of the others'.
     norm_bias_lr_scale: Annotated[float, Field(gt=0.0, le=1000.0)] = 1.0
     # Lookahead: every N steps the weights move to a slow average of themselves (0: off).

@@ -83,6 +83,7 @@ def train_model(
             part=runtime.part,
             whole_batches=runtime.replicas > 1,
             flip=cfg.flip,
+            policy=cfg.augment_policy,
         )
         local = None
         if runtime.cluster is not None:

@@ -3,7 +3,8 @@
 One input path for every Keras backend: it needs no TensorFlow (the JAX backend runs on
 machines without it), and on the CPU it keeps up with the tf.data pipeline it replaced
 (benchmarks/input_pipeline.py). Augmentation (random crop after reflection padding,
-horizontal flip, at random or alternating per image) is drawn per batch from (seed, epoch,
+horizontal flip, at random or alternating per image, then optionally TrivialAugment's one
+random operation per image: training/augment_policy.py) is drawn per batch from (seed, epoch,
 batch index), so an epoch's batches are the same whatever order Keras asks for them in, and a
 resumed run sees the epochs it would have seen. The model casts, normalises and resizes inside itself: no float32 or resized copy of the
 data set exists.
@@ -17,6 +18,7 @@ import numpy as np
 
 from cifar10_mlops.core.quiet_tensorflow import keras
 from cifar10_mlops.data.arrays import LabelledImages
+from cifar10_mlops.training.augment_policy import trivial_augment
 
 
 class ImageBatches(keras.utils.PyDataset):
@@ -38,6 +40,7 @@ class ImageBatches(keras.utils.PyDataset):
         part: tuple[int, int] = (0, 1),
         whole_batches: bool = False,
         flip: str = "random",
+        policy: str = "none",
     ):
         super().__init__()
         index, count = part
@@ -49,6 +52,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.shuffle_seed = shuffle_seed
         self.augment = augment
         self.padding = crop_padding if augment else 0
+        self.policy = policy if augment else "none"
         self.part_index, self.part_count = index, count
         self.whole_batches = whole_batches or count > 1
         self.epoch = 0
@@ -74,6 +78,8 @@ class ImageBatches(keras.utils.PyDataset):
             if self.flipped_on_even_epochs is not None:
                 flips = self.flipped_on_even_epochs[chosen] ^ bool(self.epoch % 2)
             images = augment_batch(self.images, chosen, self.padding, rng, flips)
+            if self.policy == "trivial":  # after the crop and flip draws: those stay as they were
+                images = trivial_augment(images, rng)
         else:
             images = self.images[chosen]
         if self.part_count > 1:
