@@ -166,3 +166,39 @@ def test_the_params_key_takes_none_or_trivial_only():
     assert Params.model_validate({"train": {"augment_policy": "trivial"}}).train.augment_policy
     with pytest.raises(ValueError, match="augment_policy"):
         Params.model_validate({"train": {"augment_policy": "randaugment"}})
+
+
+def test_train_model_feeds_the_policy_to_training(tmp_path):
+    """The params key reaches the input train_model builds: from one seed, the policy on ends
+    on other weights than off, and on twice ends on the same ones."""
+    from cifar10_mlops.training.fit import train_model
+
+    def final_weights(policy: str, run: str) -> list[np.ndarray]:
+        params = Params.model_validate(
+            {
+                "model": {
+                    "backbone": "airbench",
+                    "dropout": 0.0,
+                    "airbench": {"widths": [8, 8, 8]},
+                },
+                "train": {
+                    "epochs": 1,
+                    "batch_size": 20,
+                    "validation_split": 0.0,
+                    "augment_policy": policy,
+                },
+            }
+        )
+        out = tmp_path / run
+        outcome = train_model(
+            params, _data(60), out / "m.keras", out / "h.csv", out / "state", verbose=0
+        )
+        return outcome.model.get_weights()
+
+    trivial, trivial_again, plain = (
+        final_weights("trivial", "a"),
+        final_weights("trivial", "b"),
+        final_weights("none", "c"),
+    )
+    assert all(np.array_equal(x, y) for x, y in zip(trivial, trivial_again, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(trivial, plain, strict=True))
