@@ -166,6 +166,21 @@ def test_the_params_key_takes_none_or_trivial_only():
     assert Params.model_validate({"train": {"augment_policy": "trivial"}}).train.augment_policy
     with pytest.raises(ValueError, match="augment_policy"):
         Params.model_validate({"train": {"augment_policy": "randaugment"}})
+    with pytest.raises(ValueError, match="needs train.augment: true"):
+        Params.model_validate({"train": {"augment": False, "augment_policy": "trivial"}})
+
+
+def test_a_policy_with_augmentation_off_is_a_one_line_params_error(tmp_path):
+    from cifar10_mlops.core.errors import PipelineError
+    from cifar10_mlops.core.params import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  augment: false\n  augment_policy: trivial\n")
+    with pytest.raises(PipelineError) as caught:
+        load_params(path)
+    message = str(caught.value)
+    assert "train.augment_policy" in message and "needs train.augment: true" in message
+    assert "\n" not in message
 
 
 def test_train_model_feeds_the_policy_to_training(tmp_path):

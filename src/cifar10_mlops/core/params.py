@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from cifar10_mlops.core.errors import PipelineError, quote
 
@@ -169,6 +169,16 @@ class TrainParams(_Strict):
     # multi_worker: how long the chief waits for every worker to join, and for a silent one
     # before training stops with an error (no hang).
     cluster_timeout_s: Annotated[int, Field(ge=5, le=86_400)] = 300
+
+    @field_validator("augment_policy")
+    @classmethod
+    def _policy_needs_augment(cls, value: str, info: ValidationInfo) -> str:
+        # The policy runs after the crop and flip: with augment off it would silently do nothing.
+        if value != "none" and info.data.get("augment") is False:
+            raise ValueError(
+                f"'{value}' needs train.augment: true; set it, or augment_policy: none"
+            )
+        return value
 
 
 class EvaluateParams(_Strict):
