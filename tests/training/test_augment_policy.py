@@ -109,7 +109,7 @@ def test_translate_moves_every_pixel_by_the_drawn_shift_and_fills_gray():
     assert (out[1, :, :shift] == FILL).all()
 
 
-def test_rotate_by_its_full_angle_keeps_the_centre_and_fills_the_corners():
+def test_rotate_by_its_full_angle_samples_the_rotated_position_and_fills_the_corners():
     images = _photos(1)
     out = augment_policy.rotate(images, _ones(1), _ones(1))
     assert (out[0, 0, 0] == FILL).all() and (out[0, -1, -1] == FILL).all()  # corners leave

@@ -62,9 +62,8 @@ def _warp(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
 
 def _affine(a, b, c, d, e, f) -> np.ndarray:
     """(N, 2, 3) matrices from per-image arrays or scalars."""
-    count = max(np.size(v) for v in (a, b, c, d, e, f))
-    rows = [np.broadcast_to(np.asarray(v, dtype=np.float64), (count,)) for v in (a, b, c, d, e, f)]
-    return np.stack(rows, axis=1).reshape(count, 2, 3)
+    entries = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (a, b, c, d, e, f)))
+    return np.stack(entries, axis=-1).reshape(-1, 2, 3)
 
 
 def shear_x(images, strength, sign):
