@@ -30,6 +30,7 @@ from cifar10_mlops.training.optimization import compile_model, variable_rates
 from cifar10_mlops.training.resume import EpochBackup, TrainingState
 from cifar10_mlops.training.runtime import Runtime, resolve_runtime, seed_everything
 from cifar10_mlops.training.schedule import learning_rate_at
+from cifar10_mlops.training.tf_feed import EpochBatches, feed
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,16 @@ def train_model(
             monitor = cfg.monitor if validation is not None else "loss"
             batches.start_at_epoch(resumed_from)
             model.fit(
-                batches,
+                feed(batches),
                 validation_data=(
-                    ImageBatches(
-                        validation,
-                        _validation_batch_size(cfg.batch_size, len(validation.labels), runtime),
-                        shuffle_seed=None,
-                        part=runtime.part,
-                        whole_batches=runtime.replicas > 1,
+                    feed(
+                        ImageBatches(
+                            validation,
+                            _validation_batch_size(cfg.batch_size, len(validation.labels), runtime),
+                            shuffle_seed=None,
+                            part=runtime.part,
+                            whole_batches=runtime.replicas > 1,
+                        )
                     )
                     if validation
                     else None
@@ -122,7 +125,11 @@ def train_model(
                 # ImageBatches shuffles (seeded, per epoch); Keras' own shuffle of the batch order
                 # would draw from the global RNG, which processes need not share.
                 shuffle=False,
-                callbacks=[*_callbacks(cfg, monitor, state, len(batches)), *callbacks],
+                callbacks=[
+                    EpochBatches(batches),
+                    *_callbacks(cfg, monitor, state, len(batches)),
+                    *callbacks,
+                ],
                 verbose=verbose,
             )
     rows = state.history_rows()
