@@ -8,9 +8,11 @@ Usage:
 Generated 32x32 images (data/synthetic.py), the pipeline's 80/20 split, params.yaml + the
 real-photos-cpu preset, training/fit.py's train_model; Keras' own path is the same call with
 `fit.feed` returning the PyDataset unchanged. An epoch's wall seconds run from Keras'
-on_epoch_begin to on_epoch_end, so they hold the previous iterator's teardown. Prints one JSON
-object: each path's epoch seconds (the first epoch of a run traces the graph and is left out of
-the mean), their means and the ratio Keras' own / feed.
+on_epoch_begin to on_epoch_end, so they hold the previous iterator's teardown; the process's
+CPU seconds over the same span say how many cores it kept busy (a stall is wall time without
+CPU time; a busy host slows both). Prints one JSON object: each path's epoch seconds (the first
+epoch of a run traces the graph and is left out), their means, the busy cores, and the ratio
+Keras' own / feed of the mean epoch.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def main() -> None:
     feed = fit.feed
     paths = {"feed": feed, "keras_own": lambda batches: batches}
     seconds: dict[str, list[float]] = {name: [] for name in paths}
+    cpu_seconds: dict[str, list[float]] = {name: [] for name in paths}
     for _ in range(args.repeats):
         for name, chosen in paths.items():
             fit.feed = chosen
@@ -70,6 +73,7 @@ def main() -> None:
                     callbacks=[timer],
                 )
             seconds[name] += timer.seconds[1:]
+            cpu_seconds[name] += timer.cpu_seconds[1:]
     fit.feed = feed
     means = {name: statistics.mean(values) for name, values in seconds.items()}
     print(
@@ -78,6 +82,7 @@ def main() -> None:
                 "images": len(train.labels),
                 "epoch seconds": {k: [round(s, 1) for s in v] for k, v in seconds.items()},
                 "mean epoch s": {k: round(v, 2) for k, v in means.items()},
+                "busy cores": {k: round(sum(cpu_seconds[k]) / sum(seconds[k]), 2) for k in paths},
                 "keras_own / feed": round(means["keras_own"] / means["feed"], 3),
             },
             indent=2,

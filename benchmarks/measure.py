@@ -46,18 +46,22 @@ def python_code(code: str, *args: str) -> list[str]:
 
 
 def epoch_timer(keras):
-    """A Keras callback that keeps each epoch's wall seconds (keras passed in: it is imported
-    only in the child processes, with whatever backend they run)."""
+    """A Keras callback that keeps each epoch's wall seconds, and the CPU seconds of the whole
+    process (every thread) in it (keras passed in: it is imported only in the child processes,
+    with whatever backend they run)."""
 
     class EpochTimer(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
             self.seconds: list[float] = []
+            self.cpu_seconds: list[float] = []
 
         def on_epoch_begin(self, epoch, logs=None) -> None:
             self._start = time.perf_counter()
+            self._cpu_start = time.process_time()
 
         def on_epoch_end(self, epoch, logs=None) -> None:
             self.seconds.append(time.perf_counter() - self._start)
+            self.cpu_seconds.append(time.process_time() - self._cpu_start)
 
     return EpochTimer()
