@@ -30,7 +30,7 @@ from cifar10_mlops.training.optimization import compile_model, variable_rates
 from cifar10_mlops.training.resume import EpochBackup, TrainingState
 from cifar10_mlops.training.runtime import Runtime, resolve_runtime, seed_everything
 from cifar10_mlops.training.schedule import learning_rate_at
-from cifar10_mlops.training.tf_feed import EpochBatches, feed
+from cifar10_mlops.training.tf_feed import epoch_callbacks, feed
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def train_model(
                 # would draw from the global RNG, which processes need not share.
                 shuffle=False,
                 callbacks=[
-                    EpochBatches(batches),
+                    *epoch_callbacks(batches),
                     *_callbacks(cfg, monitor, state, len(batches)),
                     *callbacks,
                 ],

@@ -22,8 +22,8 @@ from cifar10_mlops.training.inputs import ImageBatches
 
 def feed(batches: ImageBatches):
     """What `model.fit` gets for `batches`: the PyDataset itself, or under TensorFlow a tf.data
-    pipeline of the same batches (with `EpochBatches(batches)` among the callbacks)."""
-    if keras.backend.backend() != "tensorflow":
+    pipeline of the same batches (with `epoch_callbacks(batches)` among the callbacks)."""
+    if not _through_tf_data():
         return batches
     import tensorflow as tf
 
@@ -40,6 +40,16 @@ def feed(batches: ImageBatches):
     dataset = tf.data.Dataset.from_generator(one_epoch, output_signature=signature)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
     return dataset.prefetch(1).with_options(options)
+
+
+def epoch_callbacks(batches: ImageBatches) -> list[keras.callbacks.Callback]:
+    """The callbacks `feed(batches)` needs: under TensorFlow, `EpochBatches`; none where Keras
+    gets the PyDataset and calls its `on_epoch_end` itself (JAX, multi-worker included)."""
+    return [EpochBatches(batches)] if _through_tf_data() else []
+
+
+def _through_tf_data() -> bool:
+    return keras.backend.backend() == "tensorflow"
 
 
 class EpochBatches(keras.callbacks.Callback):
