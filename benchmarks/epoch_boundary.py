@@ -23,8 +23,7 @@ import statistics
 
 import numpy as np
 import yaml
-from measure import epoch_timer
-from preset_epoch_time import REPO
+from preset_epoch_time import REPO, timed_training
 
 
 def main() -> None:
@@ -34,12 +33,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    import tempfile
-    from pathlib import Path
-
     from cifar10_mlops.cli.presets import apply_overrides, load_preset
     from cifar10_mlops.core.params import parse_params
-    from cifar10_mlops.core.quiet_tensorflow import keras
     from cifar10_mlops.data.arrays import LabelledImages
     from cifar10_mlops.data.split import stratified_split
     from cifar10_mlops.data.synthetic import generate_images
@@ -60,18 +55,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, chosen in paths.items():
             fit.feed = chosen
-            timer = epoch_timer(keras)
-            with tempfile.TemporaryDirectory(prefix="epoch-boundary-") as scratch:
-                work = Path(scratch)
-                fit.train_model(
-                    params,
-                    train,
-                    work / "model.keras",
-                    work / "history.csv",
-                    work / "state",
-                    verbose=0,
-                    callbacks=[timer],
-                )
+            timer = timed_training(params, train)
             seconds[name] += timer.seconds[1:]
             cpu_seconds[name] += timer.cpu_seconds[1:]
     fit.feed = feed

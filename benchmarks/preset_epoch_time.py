@@ -102,16 +102,22 @@ def _training_images(raw: dict, images: int) -> int:
 def epoch_seconds(raw: dict, data, epochs: int) -> list[float]:
     from cifar10_mlops.core.params import parse_params
     from cifar10_mlops.data.split import stratified_split
-    from cifar10_mlops.training.fit import train_model
 
     raw = yaml.safe_load(yaml.safe_dump(raw))
     raw["train"]["epochs"] = epochs
     params = parse_params(raw, REPO / "params.yaml")
     train, _ = stratified_split(data, params.split.test_size, params.split.seed, key="split")
+    return timed_training(params, train).seconds
+
+
+def timed_training(params, train):
+    """train_model on `train` in a scratch directory; the epoch timer that watched it."""
+    from cifar10_mlops.training import fit
+
     timer = epoch_timer(_keras())
     with tempfile.TemporaryDirectory(prefix="epoch-time-") as scratch:
         work = Path(scratch)
-        train_model(
+        fit.train_model(
             params,
             train,
             work / "model.keras",
@@ -120,7 +126,7 @@ def epoch_seconds(raw: dict, data, epochs: int) -> list[float]:
             verbose=0,
             callbacks=[timer],
         )
-    return timer.seconds
+    return timer
 
 
 def _keras():
