@@ -1,8 +1,8 @@
 """train_model: the fit itself, from the params and the arrays to models/model.keras.
 
-The pieces: inputs.py (numpy batches), schedule.py (learning rate), optimization.py
-(optimizer, loss), runtime.py (backend, precision, XLA, devices, seeds), cluster.py (several
-processes), resume.py (per-epoch backups). The model saved is the best epoch by
+The pieces: inputs.py (numpy batches), tf_feed.py (how TensorFlow gets them), schedule.py
+(learning rate), optimization.py (optimizer, loss), runtime.py (backend, precision, XLA,
+devices, seeds), cluster.py (several processes), resume.py (per-epoch backups). The model saved is the best epoch by
 `train.monitor` (its weights are kept in the backup, and its value in the history, so a
 resumed run keeps comparing against it).
 """

@@ -10,7 +10,8 @@ every other epoch boundary (seen in gdb: `RootDataset::Iterator::~Iterator` wait
 per cent of a training step, so one batch ahead keeps the step fed.
 
 The batches stay those of `ImageBatches` (inputs.py): `EpochBatches` tells it each epoch's
-number as the epoch begins, before its iterator is made, so a batch's images depend on (seed,
+number as the epoch begins. Keras makes an epoch's iterator at the end of the one before, but
+the generator draws nothing until the epoch's first step, so a batch's images depend on (seed,
 epoch, batch) only, as on the other backends. JAX gets the PyDataset itself (no tf.data).
 """
 
